@@ -1,0 +1,639 @@
+"""
+The network and the diffusion math, in one file.
+
+A decoder-only transformer that covers the Qwen3, Qwen2 and Llama families (one
+config, family differences as flags), with a single switch that turns causal
+attention into bidirectional attention. That switch is the whole of "AR to
+diffusion": the weights stay the same, the mask changes.
+
+Below the network sits the math that training, sampling and evaluation share:
+the alpha noise schedule, forward masking, the MDLM / BD3LM / AR losses and
+the BD3LM attention mask.
+
+Imports only torch, safetensors and the standard library (huggingface_hub is
+imported lazily, for hub ids).
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FAMILIES = ("qwen3", "qwen2", "llama")
+MODEL_TYPES = FAMILIES + tuple("a2d-" + f for f in FAMILIES)
+ARCHITECTURES = {
+    "qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM",
+    "a2d-qwen3": "A2DQwen3LMHeadModel", "a2d-qwen2": "A2DQwen2LMHeadModel", "a2d-llama": "A2DLlamaLMHeadModel",
+}
+ROPE_TYPES = ("default", "linear", "llama3")
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class Config:
+    # HF field names, so config.json maps onto this one to one.
+    model_type: str = "qwen3"  # qwen3 | qwen2 | llama | a2d-<family>
+    vocab_size: int = 151936
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128  # stored explicitly: Qwen3's 128 != 1024 / 16
+    max_position_embeddings: int = 40960
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1000000.0
+    rope_scaling: dict | None = None  # None or {"rope_type": "llama3"|"linear", "factor": ..., ...}
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False  # bias on q/k/v (and o, except qwen2)
+    bos_token_id: int | None = None
+    eos_token_id: int | list | None = None
+    pad_token_id: int | None = None
+    torch_dtype: str = "bfloat16"
+    # diffusion facts, stored as extra keys in config.json that other readers ignore
+    mask_token_id: int | None = None
+    objective: str | None = None  # mdlm | bd3lm | ar
+    block_size: int | None = None
+    right_shift_logits: bool = False
+    # everything else config.json holds, kept so a save -> load round trip loses nothing
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def family(self):
+        return self.model_type.removeprefix("a2d-")
+
+    @property
+    def is_a2d(self):
+        return self.model_type.startswith("a2d-")
+
+    @property
+    def qk_norm(self):  # per-head RMSNorm on q and k: the Qwen3 quirk
+        return self.family == "qwen3"
+
+    @property
+    def qkv_bias(self):  # Qwen2 always has q/k/v bias; its config has no switch for it
+        return self.family == "qwen2" or self.attention_bias
+
+    @property
+    def o_bias(self):
+        return self.family != "qwen2" and self.attention_bias
+
+    @classmethod
+    def from_hf(cls, d):
+        """Read an HF config.json dict (transformers 4.x or 5.x layout)."""
+        d = dict(d)
+        mt = d.get("model_type")
+        if mt not in MODEL_TYPES:
+            raise ValueError(f"unsupported model_type {mt!r}; supported: {', '.join(MODEL_TYPES)}")
+        # transformers 5 nests the rope base and scaling under rope_parameters
+        rp = d.pop("rope_parameters", None)
+        if rp:
+            rp = dict(rp)
+            d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
+            if rp.get("rope_type", "default") != "default":
+                d.setdefault("rope_scaling", rp)
+        rs = d.get("rope_scaling")
+        if rs:
+            rs = dict(rs)
+            rs["rope_type"] = rs.pop("type", None) or rs.get("rope_type", "default")
+            if rs["rope_type"] not in ROPE_TYPES:
+                raise ValueError(f"unsupported rope_scaling type {rs['rope_type']!r}; supported: {', '.join(ROPE_TYPES)}")
+            d["rope_scaling"] = None if rs["rope_type"] == "default" else rs
+        if d.get("use_sliding_window"):
+            raise ValueError("use_sliding_window=True is not supported; set it to false in config.json")
+        if d.get("mlp_bias"):
+            raise ValueError("mlp_bias=True is not supported")
+        if "head_dim" not in d or d["head_dim"] is None:
+            d["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
+        d.setdefault("num_key_value_heads", d["num_attention_heads"])
+        if "dtype" in d and "torch_dtype" not in d:  # transformers 5 renamed it
+            d["torch_dtype"] = d.pop("dtype")
+        if mt == "qwen2":
+            d.pop("attention_bias", None)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["extra"] = {k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")}
+        return cls(**kw)
+
+    def to_hf(self):
+        """The config.json dict in the layout of the Hub's Qwen3/Llama checkpoints (transformers 4.x)."""
+        d = dict(self.extra)
+        for f in fields(self):
+            if f.name != "extra":
+                d[f.name] = getattr(self, f.name)
+        d["architectures"] = [ARCHITECTURES[self.model_type]]
+        if self.family == "qwen2":
+            d.pop("attention_bias")
+        return d
+
+
+# -----------------------------------------------------------------------------
+# the network
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_inv_freq(config):
+    """Inverse frequencies (head_dim/2,), with Llama-3 or linear scaling applied."""
+    d = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    rs = config.rope_scaling
+    if rs is None:
+        return inv_freq
+    if rs["rope_type"] == "linear":
+        return inv_freq / rs["factor"]
+    # llama3: keep high frequencies, divide low ones by `factor`, blend in between
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old_ctx = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_ctx / lo, inv_freq / factor, inv_freq)
+    smooth = (old_ctx / wavelen - lo) / (hi - lo)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    mid = ~(wavelen < old_ctx / hi) & ~(wavelen > old_ctx / lo)
+    return torch.where(mid, blended, scaled)
+
+
+def rope_cos_sin(inv_freq, position_ids, dtype):
+    # position_ids (B, T) -> cos, sin (B, T, D), computed in fp32 like HF
+    freqs = position_ids[..., None].float() * inv_freq.float()  # (B, T, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x, cos, sin):
+    # x (B, H, T, D); cos/sin (B, T, D); rotate the two halves of the head dim
+    cos, sin = cos[:, None], sin[:, None]
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class KVCache:
+    """
+    A static, preallocated K/V cache: (L, B, Hkv, max_len, D) for keys and values.
+
+    `length` is how many positions are final. A forward with the cache writes its
+    chunk's K/V at [pos, pos+T) (pos defaults to `length`) and attends to
+    [0, max(length, pos+T)). Only `append=True` moves `length` forward, so a
+    denoising step can look at itself without committing, with no copies.
+    """
+
+    def __init__(self, config, batch_size, max_len, dtype, device):
+        shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self):
+        return self.k.shape[3]
+
+
+class Attention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        C = config.hidden_size
+        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=config.o_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache, pos):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)  # (B, T, Hkv, D)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]  # (B, Hkv, max_len, D)
+            ck[:, :, pos:pos + T] = k
+            cv[:, :, pos:pos + T] = v
+            kv_len = max(cache.length, pos + T)
+            k, v = ck[:, :, :kv_len], cv[:, :, :kv_len]
+        if mask is not None and not isinstance(mask, torch.Tensor):  # a flex_attention BlockMask (CUDA)
+            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=self.n_kv != self.n_head)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                               enable_gqa=self.n_kv != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+_flex_compiled = None
+
+
+def flex_attention(q, k, v, block_mask, enable_gqa):
+    # compiled once, lazily: uncompiled flex_attention materialises the full score matrix
+    global _flex_compiled
+    if _flex_compiled is None:
+        from torch.nn.attention.flex_attention import flex_attention as fa
+        _flex_compiled = torch.compile(fa, dynamic=False)
+    return _flex_compiled(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        C, I = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(C, I, bias=False)
+        self.up_proj = nn.Linear(C, I, bias=False)
+        self.down_proj = nn.Linear(I, C, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache, pos):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    # the `model.` prefix of HF tensor names
+    def __init__(self, config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class Model(nn.Module):
+    def __init__(self, config, causal=None):
+        super().__init__()
+        self.config = config
+        # the mask flag: AR checkpoints attend causally, A2D checkpoints bidirectionally
+        self.causal = (not config.is_a2d) if causal is None else causal
+        self.model = Decoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+
+    def init_weights(self, seed=0):
+        """Random init for training from scratch (normal(0, 0.02), norms at 1, biases at 0)."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            with torch.no_grad():
+                if name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                elif name.endswith(".bias"):
+                    p.zero_()
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        self.inv_freq = rope_inv_freq(self.config).to(self.inv_freq.device)
+        return self
+
+    def new_cache(self, batch_size, max_len, dtype=None, device=None):
+        p = self.lm_head.weight
+        return KVCache(self.config, batch_size, max_len, dtype or p.dtype, device or p.device)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, causal=None,
+                cache=None, cache_pos=None, append=False, logits_slice=None, return_hidden=False):
+        """
+        input_ids (B, T) -> logits (B, T', V), T' = T unless logits_slice picks fewer rows.
+
+        attention_mask: None, a key-padding mask (B, Tk) with 1/True = real token,
+            a bool mask (B or 1, 1, T, Tk) with True = may attend, or a flex_attention BlockMask.
+            Tk is T, or the cache's visible length when a cache is used.
+        position_ids: (B, T). Default: real tokens counted from 0 when a key-padding
+            mask is given (so padding never shifts positions), else pos + arange(T).
+        cache / cache_pos / append: see KVCache.
+        causal: override the model's mask flag for this call.
+        logits_slice: run the LM head on x[:, logits_slice] only (BD3LM scores only the x_t half).
+        """
+        B, T = input_ids.shape
+        causal = self.causal if causal is None else causal
+        pos = 0 if cache is None else (cache.length if cache_pos is None else cache_pos)
+        if cache is not None and pos + T > cache.max_len:
+            raise ValueError(f"KV cache overflow: writing [{pos}, {pos + T}) into a cache of {cache.max_len}")
+        kv_len = T if cache is None else max(cache.length, pos + T)
+        dev = input_ids.device
+
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.ndim == 2 and cache is None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            else:
+                position_ids = (pos + torch.arange(T, device=dev)).expand(B, T)
+
+        # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
+        mask, is_causal = attention_mask, False
+        if isinstance(mask, torch.Tensor):
+            if mask.ndim == 2:
+                if mask.shape[1] != kv_len:
+                    raise ValueError(f"key-padding mask has {mask.shape[1]} columns, expected {kv_len}")
+                mask = mask.bool()[:, None, None, :]
+            elif mask.ndim == 4:
+                mask = mask.bool()
+            else:
+                raise ValueError(f"attention_mask must be (B, Tk) or (B, 1, Tq, Tk), got shape {tuple(mask.shape)}")
+        if causal:
+            if mask is None and cache is None:
+                is_causal = True  # SDPA's own causal kernel, no mask tensor
+            elif isinstance(mask, torch.Tensor) or mask is None:
+                q_idx = pos + torch.arange(T, device=dev)
+                cm = torch.arange(kv_len, device=dev)[None, :] <= q_idx[:, None]  # (T, kv_len)
+                mask = cm[None, None] if mask is None else mask & cm
+        if isinstance(mask, torch.Tensor):
+            # a query that may attend to nothing (a padded row) would give NaN; let it see
+            # everything instead: its output is garbage but finite, and nobody reads it
+            mask = mask | ~mask.any(-1, keepdim=True)
+
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = rope_cos_sin(self.inv_freq, position_ids, x.dtype)
+        for block in self.model.layers:
+            x = block(x, cos, sin, mask, is_causal, cache, pos)
+        if cache is not None and append:
+            cache.length = pos + T
+        x = self.model.norm(x)
+        if logits_slice is not None:
+            x = x[:, logits_slice]
+        if return_hidden:
+            return x
+        return self.lm_head(x)
+
+    # -------------------------------------------------------------------------
+    # load / save (HF directory layout)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device=None, causal=None):
+        """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index."""
+        from safetensors import safe_open
+        path = resolve_model_dir(path)
+        with open(os.path.join(path, "config.json")) as f:
+            config = Config.from_hf(json.load(f))
+        index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        elif os.path.exists(os.path.join(path, "model.safetensors")):
+            files = ["model.safetensors"]
+        else:
+            raise FileNotFoundError(f"{path} has no model.safetensors or model.safetensors.index.json")
+
+        with torch.device("meta"):  # no memory until the real tensors arrive
+            model = cls(config, causal=causal)
+        expected = model.state_dict()
+        if config.tie_word_embeddings:
+            expected.pop("lm_head.weight")
+        sd = {}
+        for fn in files:
+            with safe_open(os.path.join(path, fn), framework="pt", device="cpu") as f:
+                for k in f.keys():
+                    sd[k] = f.get_tensor(k)
+        if config.tie_word_embeddings and "lm_head.weight" in sd:
+            # some tied checkpoints store the head anyway; it must equal the embedding
+            head = sd.pop("lm_head.weight")
+            if not torch.equal(head, sd.get("model.embed_tokens.weight", head)):
+                raise ValueError("tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight")
+        missing = sorted(set(expected) - set(sd))
+        unexpected = sorted(set(sd) - set(expected))
+        shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in expected if k in sd and sd[k].shape != expected[k].shape]
+        if missing or unexpected or shapes:
+            raise ValueError(f"checkpoint {path} does not match the config:\n"
+                             f"  missing tensors: {missing}\n  unexpected tensors: {unexpected}\n"
+                             f"  shape mismatches: {shapes}")
+        dtype = dtype or getattr(torch, config.torch_dtype)
+        sd = {k: v.to(device=device or "cpu", dtype=dtype) for k, v in sd.items()}
+        model.load_state_dict(sd, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        model.inv_freq = rope_inv_freq(config).to(device or "cpu")
+        return model.eval()
+
+    def save_pretrained(self, out_dir, dtype=None, max_shard_bytes=5 * 1024**3):
+        """Write config.json + safetensors (sharded above max_shard_bytes) into out_dir."""
+        from safetensors.torch import save_file
+        os.makedirs(out_dir, exist_ok=True)
+        sd = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            sd.pop("lm_head.weight")  # transformers re-ties it on load
+        self.config.torch_dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
+        shards, cur, size = [], {}, 0
+        for k in sorted(sd):
+            n = sd[k].numel() * sd[k].element_size()
+            if cur and size + n > max_shard_bytes:
+                shards.append(cur)
+                cur, size = {}, 0
+            cur[k], size = sd[k], size + n
+        shards.append(cur)
+        for fn in os.listdir(out_dir):  # stale shards from an earlier save would confuse loaders
+            if fn.startswith("model") and (fn.endswith(".safetensors") or fn.endswith(".index.json")):
+                os.remove(os.path.join(out_dir, fn))
+        if len(shards) == 1:
+            save_file(shards[0], os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards):
+                fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, os.path.join(out_dir, fn), metadata={"format": "pt"})
+                weight_map.update({k: fn for k in shard})
+            total = sum(v.numel() * v.element_size() for v in sd.values())
+            with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+                json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(self.config.to_hf(), f, indent=2, sort_keys=True)
+
+
+def resolve_model_dir(path):
+    """A local directory, or a hub id downloaded (once) with huggingface_hub."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1:
+        raise FileNotFoundError(f"model directory {path!r} does not exist (expected a local HF directory "
+                                f"with config.json, or a hub id like Qwen/Qwen3-0.6B)")
+    from huggingface_hub import snapshot_download
+    return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+
+
+# -----------------------------------------------------------------------------
+# diffusion math: noise schedule, forward masking, losses, the BD3LM mask
+#
+# Masked diffusion: at time t in [0, 1] each token is kept with probability
+# alpha(t) and replaced by <|mask|> otherwise (alpha(0) = 1: clean, alpha(1) = 0:
+# all masks). The negative ELBO is
+#     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)),
+# which for the linear schedule alpha = 1 - t is w(t) = 1/t.
+
+SCHEDULES = ("linear", "cosine")
+
+
+def alpha(t, schedule="linear"):
+    if schedule == "linear":
+        return 1 - t
+    if schedule == "cosine":
+        return 1 - torch.cos(math.pi / 2 * (1 - t))
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+def alpha_prime(t, schedule="linear"):
+    if schedule == "linear":
+        return -torch.ones_like(t)
+    if schedule == "cosine":
+        return -(math.pi / 2) * torch.sin(math.pi / 2 * (1 - t))
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+def loss_weight(t, schedule="linear", weight_type="scheduler"):
+    """w(t) = -alpha'(t) / (1 - alpha(t)) ('scheduler', the ELBO) or 1 ('uniform')."""
+    if weight_type == "uniform":
+        return torch.ones_like(t)
+    if weight_type == "scheduler":
+        return -alpha_prime(t, schedule) / (1 - alpha(t, schedule))
+    raise ValueError(f"unknown loss_weight_type {weight_type!r}; choose scheduler or uniform")
+
+
+def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, device="cpu"):
+    """n times in [eps, 1), optionally clipped to [low, high] and low-discrepancy.
+
+    antithetic: one uniform offset u, then t_i = (u + i/n) mod 1, so the batch
+    covers [0, 1) evenly (the MDLM paper's variance reduction)."""
+    if antithetic:
+        u = torch.rand(1, generator=generator, device=device)
+        r = (u + torch.arange(n, device=device) / n) % 1
+    else:
+        r = torch.rand(n, generator=generator, device=device)
+    lo, hi = max(eps, low), min(1.0, high)
+    return lo + (hi - lo) * r
+
+
+def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
+    """q(x_t | x_0): mask every scored position (label != -100) with prob 1 - alpha(t).
+
+    t is (B,) or (B, L) (per-block times broadcast to tokens). Returns (x_t, masked)."""
+    p_mask = 1 - alpha(t, schedule)
+    if p_mask.ndim == 1:
+        p_mask = p_mask[:, None]
+    u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    masked = (u < p_mask) & (labels != -100)
+    return torch.where(masked, mask_token_id, input_ids), masked
+
+
+def bd3lm_attention_mask(L, block_size, device="cpu"):
+    """(2L, 2L) bool mask for the x_t ⊕ x_0 forward of block diffusion (True = may attend).
+
+    Query/key index i < L is x_t position i, index L + i is x_0 position i. The union of:
+      block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
+      x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
+      x_0 -> x_0 of same or earlier blocks  (block-causal clean stream, as in AR).
+    """
+    idx = torch.arange(2 * L, device=device)
+    is_x0 = idx >= L
+    blk = torch.where(is_x0, idx - L, idx) // block_size
+    q_x0, k_x0 = is_x0[:, None], is_x0[None, :]
+    q_b, k_b = blk[:, None], blk[None, :]
+    diagonal = (q_b == k_b) & (q_x0 == k_x0)
+    offset_causal = (q_b > k_b) & ~q_x0 & k_x0
+    block_causal = (q_b >= k_b) & q_x0 & k_x0
+    return diagonal | offset_causal | block_causal
+
+
+def bd3lm_block_mask(L, block_size, device):
+    """The same mask as a flex_attention BlockMask (CUDA): sparse, never materialised."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):
+        q_x0, k_x0 = q >= L, k >= L
+        q_b = torch.where(q_x0, q - L, q) // block_size
+        k_b = torch.where(k_x0, k - L, k) // block_size
+        return (((q_b == k_b) & (q_x0 == k_x0)) | ((q_b > k_b) & ~q_x0 & k_x0)
+                | ((q_b >= k_b) & q_x0 & k_x0))
+    return create_block_mask(mask_mod, None, None, 2 * L, 2 * L, device=device)
+
+
+def right_shift(logits):
+    # Dream-style: the logit at i predicts token i+1, so shift right by one (row 0 repeats)
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+def normalize_loss(token_loss, labels, norm_type="token"):
+    """token_loss (B, L) already weighted and zero where unmasked -> scalar.
+
+    token: sum / #scored positions in the batch; sequence: mean over rows of
+    (row sum / #scored in row); batch: sum / B."""
+    B = labels.shape[0]
+    scored = labels != -100
+    if norm_type == "token":
+        return token_loss.sum() / scored.sum().clamp_min(1)
+    if norm_type == "sequence":
+        return (token_loss.sum(-1) / scored.sum(-1).clamp_min(1)).sum() / B
+    if norm_type == "batch":
+        return token_loss.sum() / B
+    raise ValueError(f"unknown loss_norm_type {norm_type!r}; choose token, sequence or batch")
+
+
+def diffusion_token_loss(logits, input_ids, masked, weight):
+    # CE in fp32 on masked positions only, times w(t): (B, L)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), input_ids, reduction="none")
+    return ce * weight * masked
+
+
+def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, schedule="linear",
+              weight_type="scheduler", norm_type="token", right_shift_logits=False):
+    """MDLM loss for a given noisy batch (xt, masked) at times t (B,).
+
+    Bidirectional forward on x_t, CE on masked tokens weighted by w(t), normalised."""
+    logits = model(xt, attention_mask=attention_mask, causal=False)
+    if right_shift_logits:
+        logits = right_shift(logits)
+    w = loss_weight(t, schedule, weight_type)
+    w = w[:, None] if w.ndim == 1 else w
+    return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w), labels, norm_type)
+
+
+def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, schedule="linear",
+               weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
+    """BD3LM loss: one forward on x_t ⊕ x_0 (2L tokens) under the block-diffusion mask.
+
+    Both halves use positions 0..L-1. Only the x_t half is scored, so the LM head
+    runs on those L rows alone. t is (B,) or per token (B, L)."""
+    B, L = input_ids.shape
+    if attn_mask is None:
+        attn_mask = bd3lm_attention_mask(L, block_size, input_ids.device)[None, None]
+    pos = torch.arange(L, device=input_ids.device).repeat(2)[None].expand(B, 2 * L)
+    logits = model(torch.cat([xt, input_ids], 1), attention_mask=attn_mask, position_ids=pos,
+                   causal=False, logits_slice=slice(0, L))
+    if right_shift_logits:
+        logits = right_shift(logits)
+    w = loss_weight(t, schedule, weight_type)
+    w = w[:, None] if w.ndim == 1 else w
+    return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w), labels, norm_type)
+
+
+def ar_loss(model, input_ids, labels, attention_mask=None):
+    """Next-token CE under causal attention, mean over scored targets."""
+    logits = model(input_ids, attention_mask=attention_mask, causal=True)
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                           labels[:, 1:].reshape(-1), ignore_index=-100)
