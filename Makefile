@@ -18,4 +18,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) demo.py
+	$(PY) bench/demo.py

@@ -29,9 +29,10 @@ _FALSE = {"false", "0", "no", "n", "off"}
 
 
 def _keys(g):
-    # the configurable globals: plain values defined at the top of the script
-    return {k: v for k, v in g.items()
-            if not k.startswith("_") and isinstance(v, (int, float, str, bool, list, tuple, dict, type(None)))}
+    # the configurable globals: plain values defined at the top of the script (ALL_CAPS names are
+    # constants, often imported, not options)
+    return {k: v for k, v in g.items() if not k.startswith("_") and not k.isupper()
+            and isinstance(v, (int, float, str, bool, list, tuple, dict, type(None)))}
 
 
 def _unknown(key, known, where):

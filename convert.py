@@ -86,6 +86,10 @@ def load_hf(path):
     sd = model.state_dict()
     if model.config.tie_word_embeddings:
         sd.pop("lm_head.weight")
+    if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        # else transformers fails with an unrelated message (a missing protobuf or sentencepiece)
+        raise FileNotFoundError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+                                f"copy the source model's tokenizer files into it")
     return model.config, sd, transformers.AutoTokenizer.from_pretrained(path)
 
 
@@ -124,7 +128,7 @@ def main():
     else:
         try:
             config, sd, tok = load_hf(src)
-        except (FileNotFoundError, ValueError) as e:
+        except (OSError, ValueError) as e:  # OSError: also the hub's not-found and gated-repo errors
             raise SystemExit(f"error: cannot convert {src!r}: {e}")
     family = config.family
     print(f"source: {src}  family={family} layers={config.num_hidden_layers} hidden={config.hidden_size} "

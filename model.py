@@ -595,8 +595,9 @@ def normalize_loss(token_loss, labels, norm_type="token"):
 
 
 def diffusion_token_loss(logits, input_ids, masked, weight):
-    # CE in fp32 on masked positions only, times w(t): (B, L)
-    ce = F.cross_entropy(logits.float().transpose(1, 2), input_ids, reduction="none")
+    # CE in fp32 on masked positions only, times w(t): (B, L). Rows flattened to (B*L, V): a
+    # contiguous class dim makes log-softmax ~1.7x faster on CPU than the transposed (B, V, L) layout
+    ce = F.cross_entropy(logits.float().flatten(0, 1), input_ids.flatten(), reduction="none").view(input_ids.shape)
     return ce * weight * masked
 
 
