@@ -1,0 +1,427 @@
+"""
+Evaluate A2D diffusion LMs with lm-evaluation-harness (lm-eval 0.4.13).
+
+    python eval.py --model a2d_mdlm --tasks gsm8k_cot --apply_chat_template --num_fewshot 0 \
+        --model_args "pretrained=DIR,max_new_tokens=256,steps=256,block_size=256,cfg_scale=0.0"
+    torchrun --nproc_per_node=4 eval.py --model a2d_bd3lm --tasks gsm8k_cot --apply_chat_template \
+        --model_args "pretrained=DIR,max_new_tokens=256,steps=256,block_size=32"
+    python eval.py --model a2d_mdlm --tasks gsm8k_local,gsm8k_mc_local,tinyshakespeare_local \
+        --model_args "pretrained=DIR,mc_num=32" --batch_size 8 --limit 50     # offline, tasks/
+    bash eval.sh DIR bd3lm                                               # the reference's suite
+
+This file registers two lm-eval models, a2d_mdlm and a2d_bd3lm, then hands the
+command line to lm-eval's own CLI, so every lm-eval flag works (--limit,
+--output_path, --log_samples, --batch_size, --gen_kwargs, ...). The offline task
+configs in tasks/ are added with --include_path unless you pass one yourself.
+
+--model_args takes, besides pretrained=DIR: dtype (bfloat16|float16|float32),
+max_length (2048: the context budget), mc_num (128: Monte Carlo draws per
+likelihood), is_check_greedy, seed, and every keyword of sample.generate:
+max_new_tokens, steps, block_size, temperature, remasking, cfg_scale, threshold,
+factor, cache, suppress_tokens=[1;2] (';' inside lists: ',' splits model_args), ...
+max_new_tokens (and steps) default to the task's max_gen_toks.
+
+Likelihoods (multiple-choice and perplexity tasks) are Monte Carlo estimates of
+the ELBO, a lower bound on log p(continuation | context):
+  MDLM  - LLaDA's estimator: mask only continuation tokens, a stratified number
+          of them per draw, score masked tokens by CE / p_mask.
+  BD3LM - the training objective: x_t ⊕ x_0 through the block-diffusion mask
+          (blocks counted from the first context token, as in training), t drawn
+          antithetically per batch, CE / t on masked continuation tokens.
+Draws are seeded per request, so results repeat exactly and do not depend on
+batch order or on the number of processes.
+"""
+
+import ast
+import json
+import logging
+import os
+import sys
+
+import lm_eval.models  # noqa: F401  lm-eval's own models (hf, vllm, ...): its lazy import skips them once ours exist
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from tqdm import tqdm
+
+import sample
+from configurator import parse_value
+from model import bd3lm_attention_mask, forward_mask, right_shift, sample_t
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TASKS_DIR = os.path.join(ROOT, "tasks")
+log = logging.getLogger("nanoa2d.eval")
+
+# every keyword sample.generate takes, with its default (which also fixes its type); None: ids, lists,
+# optional floats. The ids default to what the checkpoint says (sample.load).
+SAMPLER_ARGS = dict(
+    mask_token_id=None, eos_token_id=None, pad_token_id=None, bos_token_id=None,
+    max_new_tokens=128, steps=128, block_size=32, temperature=0.0, remasking="low_confidence",
+    stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
+    begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None, cache="none",
+    stop_at_eos=True,  # not the sampler's default: same answers (they are cut at EOS anyway), fewer steps
+    eos_suppress_steps=0, exclude_pad_tokens=True,
+)
+EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_greedy=False, seed=1234)
+IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here
+
+
+def parse_arg(key, value, default):
+    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default."""
+    raw = str(value)
+    if default is None:  # ids, thresholds, token lists: a python literal, lists written [1;2]
+        try:
+            return ast.literal_eval(raw.replace(";", ","))
+        except (ValueError, SyntaxError):
+            raise ValueError(f"model_args {key}={raw!r}: expected a number or a list like [1;2]") from None
+    try:
+        return parse_value(key, raw, default)
+    except SystemExit as e:  # configurator reports CLI errors by exiting; here it is a bad argument
+        raise ValueError(str(e).removeprefix("error: --").replace("--", "")) from None
+
+
+def setup_distributed(device):
+    """RANK / WORLD_SIZE / LOCAL_RANK from torchrun or accelerate launch -> (rank, world, device).
+
+    Every rank holds the whole model and gets a shard of the requests from lm-eval;
+    the process group only carries lm-eval's gathers: NCCL on GPUs, gloo on CPU."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():  # lm-eval's CLI asks for cuda by default
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        if world > 1 or device.index is None:  # one GPU per rank, whatever --device said (lm-eval: cuda:0)
+            device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+class A2DLM(LM):
+    """The lm-eval interface over sample.py's samplers and the ELBO estimators below."""
+    METHOD = None  # mdlm | bd3lm, set by the two registered classes at the bottom
+
+    def __init__(self, batch_size=1, device=None, **kwargs):
+        super().__init__()
+        for k in IGNORED_ARGS:
+            kwargs.pop(k, None)
+        if "method" in kwargs:
+            raise ValueError("method is fixed by the model name; use --model a2d_mdlm or --model a2d_bd3lm")
+        unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS))
+        if unknown:
+            raise ValueError(f"unknown model_args {unknown}; valid: {', '.join(sorted({**EVAL_ARGS, **SAMPLER_ARGS}))}")
+        args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()}
+        if not args.get("pretrained"):
+            raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
+        if str(batch_size).startswith("auto"):
+            raise ValueError("--batch_size auto is not supported; pass a number (it is also the Monte Carlo batch)")
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        e = {**EVAL_ARGS, **{k: v for k, v in args.items() if k in EVAL_ARGS}}
+        self.mc_num, self.seed, self.is_check_greedy = e["mc_num"], e["seed"], e["is_check_greedy"]
+
+        self._rank, self._world_size, self._device = setup_distributed(device)
+        self.model, self.tokenizer, defaults = sample.load(e["pretrained"], dtype=e["dtype"] or None, device=self._device)
+        self.model.eval()
+        cfg = self.model.config
+        self.max_length = min(e["max_length"], cfg.max_position_embeddings)
+        if cfg.objective in ("mdlm", "bd3lm") and cfg.objective != self.METHOD:
+            self.print0(f"warning: {e['pretrained']} was trained with objective={cfg.objective}, "
+                       f"evaluated here as {self.METHOD}")
+        # sampler settings: --model_args > the checkpoint's config > the reference's eval defaults
+        self.sampler = {k: v for k, v in SAMPLER_ARGS.items() if v is not None}
+        self.sampler.update({k: v for k, v in defaults.items() if k in SAMPLER_ARGS})
+        self.sampler["block_size"] = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)
+        self.sampler.update({k: v for k, v in args.items() if k in SAMPLER_ARGS})
+        self.user_args = set(args)
+        self.mask_id = self.sampler["mask_token_id"]
+        self.eos = self.sampler["eos_token_id"] if isinstance(self.sampler["eos_token_id"], list) \
+            else [self.sampler["eos_token_id"]]
+        self._warned = set()
+        shown = {k: v for k, v in self.sampler.items() if k in self.user_args or k in
+                 ("max_new_tokens", "steps", "block_size", "temperature", "cache")}
+        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device} (rank {self.rank}/{self.world_size}), "
+                   f"batch_size={self.batch_size} mc_num={self.mc_num} max_length={self.max_length} sampler={shown}")
+
+    def print0(self, *a):
+        if self.rank == 0:
+            print(*a, file=sys.stderr)
+
+    def warn_once(self, key, msg):
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg)
+
+    # ---- what lm-eval's evaluator needs from a data-parallel model (0.4.12+ calls these)
+
+    def all_gather(self, tensor):
+        # lm-eval sends a 0-d count per rank and indexes the result by rank: stack scalars
+        if self.world_size == 1:
+            return tensor[None] if tensor.ndim == 0 else tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts) if tensor.ndim == 0 else torch.cat(parts)
+
+    def gather_object(self, obj, dst=0):
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self):
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    # ---- chat templates (--apply_chat_template)
+
+    @property
+    def tokenizer_name(self):
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template=False):
+        return self.tokenizer.chat_template if chat_template else None
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        kw = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
+                  continue_final_message=not add_generation_prompt)
+        try:
+            return self.tokenizer.apply_chat_template(chat_history, **kw)
+        except Exception as e:  # a template without a system role: fold it away, as lm-eval's HF model does
+            if not any(m["role"] == "system" for m in chat_history):
+                raise
+            self.warn_once("system", f"chat template failed ({e}); retrying without the system message")
+            return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kw)
+
+    # ---- tokens
+
+    def encode(self, text):
+        bos = self.tokenizer.bos_token
+        # a chat template may already have written BOS (Llama 3): do not add a second one
+        return self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+    def encode_pair(self, context, continuation):
+        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'); the context
+        is encoded alone and the continuation is what the joint encoding adds after it. An empty
+        context gives [] (or [BOS] for tokenizers that add one), and that is fine: a diffusion LM
+        scores a continuation without any context."""
+        n = len(context) - len(context.rstrip())
+        if n:
+            context, continuation = context[:-n], context[-n:] + continuation
+        ctx = self.encode(context)
+        whole = self.encode(context + continuation)
+        if whole[:len(ctx)] != ctx:  # the joint encoding merged across the boundary: encode apart
+            return ctx, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        return ctx, whole[len(ctx):]
+
+    def fit(self, ctx, cont):
+        """Keep ctx + cont within max_length by cutting the context (then the continuation) from the left."""
+        if len(ctx) + len(cont) <= self.max_length:
+            return ctx, cont
+        self.warn_once("long", f"a request of {len(ctx) + len(cont)} tokens exceeds max_length={self.max_length}; "
+                               f"its context is truncated from the left")
+        cont = cont[-self.max_length:]
+        return ctx[len(ctx) - (self.max_length - len(cont)):] if self.max_length > len(cont) else [], cont
+
+    # ---- generation
+
+    def gen_settings(self, gen_kwargs):
+        """The sampler keywords for one request: model_args, else the task's generation_kwargs."""
+        s = dict(self.sampler)
+        if "max_new_tokens" not in self.user_args:
+            n = gen_kwargs.get("max_gen_toks", gen_kwargs.get("max_new_tokens"))
+            if n is not None:
+                s["max_new_tokens"] = int(n)
+                if "steps" not in self.user_args:
+                    s["steps"] = int(n)
+        if "temperature" not in self.user_args and gen_kwargs.get("do_sample") and "temperature" in gen_kwargs:
+            s["temperature"] = float(gen_kwargs["temperature"])
+        return s
+
+    @torch.no_grad()
+    def generate_until(self, requests, disable_tqdm=False):
+        todo = []  # (index, prompt ids, settings, until)
+        for i, req in enumerate(requests):
+            context, gen_kwargs = req.args
+            s = self.gen_settings(gen_kwargs)
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            ids = self.encode(context)
+            room = self.max_length - s["max_new_tokens"]
+            if len(ids) > room:
+                self.warn_once("long_prompt", f"a prompt of {len(ids)} tokens exceeds max_length - max_new_tokens = "
+                                              f"{room}; it is truncated from the left")
+                ids = ids[len(ids) - max(room, 1):]
+            todo.append((i, ids, s, until))
+        # one batch = one set of sampler settings; longest prompts first so a batch pads little
+        todo.sort(key=lambda r: (json.dumps(r[2], sort_keys=True, default=str), -len(r[1])))
+        out = [None] * len(requests)
+        bar = tqdm(total=len(todo), desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank != 0)
+        start = 0
+        while start < len(todo):
+            batch = [todo[start]]
+            while (len(batch) < self.batch_size and start + len(batch) < len(todo)
+                   and todo[start + len(batch)][2] == batch[0][2]):
+                batch.append(todo[start + len(batch)])
+            s = batch[0][2]
+            g = torch.Generator(self._device).manual_seed(self.seed) if s["temperature"] > 0 else None
+            res = sample.generate(self.model, [r[1] for r in batch], method=self.METHOD, generator=g, **s)
+            for (i, _, _, until), seq in zip(batch, res.sequences):
+                text = self.tokenizer.decode(sample.trim(seq, self.eos), skip_special_tokens=True)
+                for stop in until:
+                    text = text.split(stop)[0]
+                out[i] = text
+                self.cache_hook.add_partial("generate_until", requests[i].args, text)
+            start += len(batch)
+            bar.update(len(batch))
+        bar.close()
+        return out
+
+    # ---- likelihood: the ELBO
+
+    def draw(self, x0, P, g):
+        """One Monte Carlo batch of noisy copies of x0 (B, L), continuation = x0[:, P:].
+
+        -> (x_t (B, L), p_mask (B, 1)): only continuation tokens are ever masked."""
+        B, L = x0.shape
+        T = L - P
+        if self.METHOD == "mdlm":
+            # LLaDA: a random start k, then B evenly spaced mask counts in [1, T]
+            k = float(torch.randint(1, T + 1, (), generator=g))
+            counts = torch.round(torch.linspace(k, k + (B - 1) * T / B, B)).long()
+            counts = (counts - 1) % T + 1  # (B,)
+            order = torch.rand(B, T, generator=g).argsort(-1)  # a random permutation per row
+            masked = torch.cat([torch.zeros(B, P, dtype=torch.bool), order < counts[:, None]], 1)
+            return torch.where(masked, self.mask_id, x0), (counts / T)[:, None]
+        # BD3LM: training's q(x_t | x_0) at antithetic t; p_mask = 1 - alpha(t) = t
+        t = sample_t(B, antithetic=True, generator=g)
+        labels = x0.clone()
+        labels[:, :P] = -100
+        xt, _ = forward_mask(x0, labels, t, self.mask_id, generator=g)
+        return xt, t[:, None]
+
+    def logits(self, xt, x0, P):
+        """Logits for positions P..L-1 of x_t (B, L): (B, L - P, V).
+
+        MDLM: bidirectional over x_t. BD3LM: one pass over x_t ⊕ x_0 under the block-diffusion
+        mask, so each noisy block sees itself and the clean blocks before it. Only the rows
+        that are scored go through the LM head."""
+        B, L = xt.shape
+        rs = self.sampler["right_shift_logits"]
+        s = max(P - 1, 0) if rs else P  # right shift: the logit before a token predicts it
+        if self.METHOD == "mdlm":
+            out = self.model(xt, causal=False, logits_slice=slice(s, L))
+        else:
+            mask = bd3lm_attention_mask(L, self.sampler["block_size"], xt.device)[None, None]
+            pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
+            out = self.model(torch.cat([xt, x0], 1), attention_mask=mask, position_ids=pos, causal=False,
+                             logits_slice=slice(s, L))
+        if rs:
+            out = right_shift(out)
+        return out[:, out.shape[1] - (L - P):]
+
+    def score(self, xt, x0, P, p_mask):
+        """-sum over masked continuation tokens of CE / p_mask, per row (B,): one unbiased ELBO draw."""
+        logits = self.logits(xt, x0, P).float()
+        target = x0[:, P:]
+        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T)
+        return -(ce * (xt[:, P:] == self.mask_id) / p_mask).sum(1)
+
+    def check_mc(self):
+        if self.mc_num < 1 or self.mc_num % self.batch_size:
+            raise ValueError(f"mc_num={self.mc_num} must be a positive multiple of batch_size={self.batch_size} "
+                             f"(each batch is batch_size Monte Carlo draws of one request); e.g. "
+                             f"mc_num={max(1, round(self.mc_num / self.batch_size)) * self.batch_size}")
+
+    @torch.no_grad()
+    def elbo(self, ctx, cont):
+        """Monte Carlo ELBO of log p(cont | ctx), token id lists, averaged over mc_num draws."""
+        ctx, cont = self.fit(ctx, cont)
+        if not cont:
+            return 0.0
+        P = len(ctx)
+        x0 = torch.tensor(ctx + cont, dtype=torch.long)[None].expand(self.batch_size, -1)
+        g = torch.Generator().manual_seed(self.seed)  # the same draws for every request, on any device
+        total = 0.0
+        for _ in range(self.mc_num // self.batch_size):
+            xt, p_mask = self.draw(x0, P, g)
+            total += self.score(xt.to(self._device), x0.to(self._device), P, p_mask.to(self._device)).sum().item()
+        return total / self.mc_num
+
+    @torch.no_grad()
+    def is_greedy(self, ctx, cont):
+        """Would greedy decoding, one most-confident token per step, produce cont? (BD3LM: block by block.)"""
+        ctx, cont = self.fit(ctx, cont)
+        P, T = len(ctx), len(cont)
+        x0 = torch.tensor(ctx + cont, dtype=torch.long, device=self._device)[None]
+        xt = x0.clone()
+        xt[0, P:] = self.mask_id
+        bs = self.sampler["block_size"]
+        blocks = torch.arange(P, P + T, device=self._device) // bs
+        for _ in range(T):
+            # while every committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
+            conf, tok = self.logits(xt, x0, P)[0].float().softmax(-1).max(-1)  # (T,)
+            open_ = xt[0, P:] == self.mask_id
+            if self.METHOD == "bd3lm":
+                open_ &= blocks == blocks[open_].min()
+            i = torch.where(open_, conf, -1.0).argmax()
+            if int(tok[i]) != cont[i]:
+                return False
+            xt[0, P + i] = tok[i]
+        return True
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        self.check_mc()
+        out = []
+        for req in tqdm(requests, desc=f"loglikelihood ({self.METHOD})", disable=disable_tqdm or self.rank != 0):
+            ctx, cont = self.encode_pair(*req.args)
+            res = (self.elbo(ctx, cont), self.is_greedy(ctx, cont) if self.is_check_greedy else False)
+            out.append(res)
+            self.cache_hook.add_partial("loglikelihood", req.args, res)
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        """The ELBO of a whole text: disjoint windows of max_length tokens, each given the token before it
+        (the first one given BOS, or EOS when there is none), summed."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+        self.check_mc()
+        prefix = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos[0]
+        out = []
+        for req in tqdm(requests, desc=f"rolling loglikelihood ({self.METHOD})",
+                        disable=disable_tqdm or self.rank != 0):
+            ids = self.tokenizer(req.args[0], add_special_tokens=False)["input_ids"]
+            windows = get_rolling_token_windows(ids, prefix, self.max_length - 1, context_len=1)
+            res = sum(self.elbo(*make_disjoint_window(w)) for w in windows)
+            out.append(res)
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, res)
+        return out
+
+
+@register_model("a2d_mdlm")
+class A2DMDLM(A2DLM):
+    METHOD = "mdlm"
+
+
+@register_model("a2d_bd3lm")
+class A2DBD3LM(A2DLM):
+    METHOD = "bd3lm"
+
+
+def main():
+    argv = sys.argv[1:]
+    if argv and argv[0] not in ("-h", "--help") and not any(a.split("=")[0] == "--include_path" for a in argv):
+        sys.argv += ["--include_path", TASKS_DIR]  # our offline tasks; with your own path, copy them there
+    from lm_eval.__main__ import cli_evaluate
+    try:
+        cli_evaluate()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
