@@ -1,0 +1,20 @@
+# Minutes on a laptop CPU: MDLM continual pretraining of SmolLM2-135M (A2D-converted) on the local
+# tiny-shakespeare file. First:
+#   python convert.py --model_name_or_path=smollm2 --output_dir=.models/a2d/SmolLM2-135M
+# then: python train.py config/cpu_shakespeare_mdlm.py
+model_name_or_path = ".models/a2d/SmolLM2-135M"
+objective = "mdlm"
+task = "pt"
+dataset_args = "../shared/data/tinyshakespeare/input.txt"
+insert_eos = False
+max_length = 64
+max_steps = 60
+learning_rate = 5e-5
+warmup_steps = 5
+per_device_train_batch_size = 4
+per_device_eval_batch_size = 8
+eval_steps = 20
+eval_iters = 4
+save_steps = 0  # checkpoint-final only
+dtype = "bfloat16"  # bf16 autocast on CPU
+output_dir = "out/cpu_shakespeare_mdlm"

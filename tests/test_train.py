@@ -1,0 +1,265 @@
+"""train.py end to end, run as a subprocess (nothing imports train.py): data and tokenizer parity,
+SFT prompt masking, learning on tiny-shakespeare, exact resume, failure modes, option errors."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, data_path
+
+SHAKESPEARE = ("tinyshakespeare", "input.txt")
+GSM8K = ("gsm8k", "train.jsonl")
+
+
+def run_train(out, *args, ok=True, timeout=600):
+    cmd = [sys.executable, "train.py", f"--output_dir={out}", *args]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if ok:
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_dir):
+    import transformers
+    return transformers.AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def test_pt_tokens_equal_hf_tokenizer_on_shakespeare(tiny_dir, tok, tmp_path):
+    # the uint32 cache train.py writes holds tiktoken's ids; they must be the HF tokenizer's. A second
+    # document holds characters whose bytes SmolLM2's vocabulary lacks (HF gives <unk>): that one
+    # text, and only it, must take the HF path
+    src = data_path(*SHAKESPEARE)
+    odd = tmp_path / "odd.txt"
+    odd.write_text("bell\x07 \x04ctrl " + chr(0x50000) * 2 + " plane-5 <|im_end|> fine", encoding="utf-8")
+    r = run_train(tmp_path, f"--model_name_or_path={tiny_dir}", f"--dataset_args={src}+{odd}", "--insert_eos=True",
+                  "--prepare_data_only=True")
+    assert "tokenizer: tiktoken" in r.stdout and "(1 texts via HF" in r.stdout
+    (fn,) = glob.glob(str(tmp_path / "data" / "pt-*-train.bin"))
+    got = np.fromfile(fn, dtype=np.uint32).tolist()
+    with open(src, encoding="utf-8") as f:
+        want = [ids + [tok.eos_token_id] for ids in tok([f.read(), odd.read_text(encoding="utf-8")],
+                                                       add_special_tokens=False)["input_ids"]]
+    assert tok.unk_token_id in want[1] and tok.convert_tokens_to_ids("<|im_end|>") in want[1]
+    assert len(got) == len(want[0]) + len(want[1]) > 300_000
+    assert got == want[0] + want[1]
+
+
+def sft_cache(out, split):
+    (ids,) = glob.glob(str(out / "data" / f"sft-*-{split}-ids.npy"))
+    base = ids[:-len("-ids.npy")]
+    ids, off, plen = np.load(ids), np.load(base + "-off.npy"), np.load(base + "-plen.npy")
+    return [(ids[off[i]:off[i + 1]].tolist(), int(plen[i])) for i in range(len(plen))]
+
+
+def test_sft_gsm8k_prompt_masked_and_ids_equal_hf(tiny_dir, tok, tmp_path):
+    src = data_path(*GSM8K)
+    r = run_train(tmp_path, f"--model_name_or_path={tiny_dir}", "--task=sft", f"--dataset_args={src}",
+                  "--max_length=1024", "--prepare_data_only=True")
+    assert "tokenizer: tiktoken" in r.stdout and "(0 texts via HF" in r.stdout
+    with open(src) as f:
+        rows = [json.loads(line) for line in f]
+    with open(tmp_path / "heldout.jsonl") as f:
+        held = [json.loads(line) for line in f]
+    held_q = {h["prompt"] for h in held}
+    assert len(held) == round(0.05 * len(rows)) and len(held_q) == len(held)
+    train_rows = [r for r in rows if r["question"] not in held_q]
+    cache = sft_cache(tmp_path, "train")
+    assert len(cache) == len(train_rows) == len(rows) - len(held)
+    for i in range(0, len(cache), 37):  # ~190 rows against HF's own chat-template tokenization
+        msgs = [{"role": "user", "content": train_rows[i]["question"]},
+                {"role": "assistant", "content": train_rows[i]["answer"]}]
+        full = tok.apply_chat_template(msgs, tokenize=True)
+        prompt = tok.apply_chat_template(msgs[:1], tokenize=True, add_generation_prompt=True)
+        ids, plen = cache[i]
+        assert ids == full
+        # label -100 goes on exactly the prompt: the system + user turns and the assistant header
+        assert plen == len(prompt) and ids[:plen] == prompt
+        answer = tok.decode(ids[plen:], clean_up_tokenization_spaces=False)
+        assert answer.startswith(train_rows[i]["answer"]) and answer.endswith("<|im_end|>\n")
+
+
+def test_synthetic_addition_heldout_is_fixed_disjoint_and_correct(tiny_dir, tok, tmp_path):
+    # two runs at once, different seeds: the held-out split must not depend on the training seed
+    procs = [subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / f'run{seed}'}", f"--seed={seed}",
+                               f"--model_name_or_path={tiny_dir}", "--task=sft", "--prepare_data_only=True",
+                               "--dataset_args=synthetic:addition[train:3000,test:100]"], cwd=ROOT) for seed in (0, 1)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    outs = []
+    for seed in (0, 1):
+        with open(tmp_path / f"run{seed}" / "heldout.jsonl") as f:
+            outs.append([json.loads(line) for line in f])
+    assert outs[0] == outs[1] and len(outs[0]) == 100
+    held = {h["prompt"] for h in outs[0]}
+    for h in outs[0]:
+        a, b = map(int, re.fullmatch(r"What is (\d+) \+ (\d+)\?", h["prompt"]).groups())
+        assert h["answer"] == str(a + b)
+    train_q = [re.search(r"What is \d+ \+ \d+\?", tok.decode(ids)).group(0) for ids, _ in
+               sft_cache(tmp_path / "run0", "train")]
+    assert len(train_q) == 3000 and not held & set(train_q)
+    assert max(len(ids) - p for ids, p in sft_cache(tmp_path / "run0", "train")) <= 8  # short answers
+
+
+def test_shakespeare_val_loss_drops(tiny_dir, tmp_path):
+    # a 6M-param model (2 layers, vocab 49k) from random init: the held-out MDLM ELBO falls from
+    # ~ln(49153) = 10.8 nats by at least 3 nats within 40 steps of 8 x 32 tokens (measured: 10.58 -> 6.60)
+    r = run_train(tmp_path, f"--model_name_or_path={tiny_dir}", f"--dataset_args={data_path(*SHAKESPEARE)}",
+                  "--max_length=32", "--per_device_train_batch_size=8", "--per_device_eval_batch_size=16",
+                  "--max_steps=40", "--learning_rate=6e-3", "--warmup_steps=5", "--eval_steps=0",
+                  "--eval_iters=4", "--eval_on_start=True", "--save_steps=0", "--log_steps=20")
+    ev = [m for m in metrics(tmp_path) if "eval_loss" in m]
+    assert [m["step"] for m in ev] == [0, 40]
+    first, last = ev[0]["eval_loss"], ev[1]["eval_loss"]
+    assert first > 10.0 and last < first - 3.0, (first, last)
+    assert abs(ev[1]["eval_ppl"] - np.exp(last)) < 1e-6 * ev[1]["eval_ppl"]
+    steps = [m for m in metrics(tmp_path) if "loss" in m]
+    assert [m["step"] for m in steps] == [20, 40]
+    assert all(k in steps[0] for k in ("lr", "grad_norm", "dt", "tok_per_s"))
+    assert re.search(r"step 20/40 \| loss [\d.]+ \| lr [\d.e+-]+ \| gnorm [\d.]+ \| dt \d+ms \| tok/s [\d,]+ \| eta",
+                     r.stdout)
+    with open(tmp_path / "checkpoint-final" / "config.json") as f:
+        cfg = json.load(f)
+    assert (cfg["model_type"], cfg["objective"], cfg["block_size"], cfg["mask_token_id"],
+            cfg["right_shift_logits"]) == ("a2d-qwen3", "mdlm", 32, 49152, False)
+
+
+def bd3lm_sft_args(tiny_dir, cache):
+    return [f"--model_name_or_path={tiny_dir}", "--task=sft", "--objective=bd3lm", "--block_size=8",
+            "--max_length=64", "--dataset_args=synthetic:addition[train:400,test:16]", f"--cache_dir={cache}",
+            "--t_per_block=True", "--antithetic=True", "--per_device_train_batch_size=4",
+            "--gradient_accumulation_steps=2", "--per_device_eval_batch_size=8", "--eval_iters=1",
+            "--eval_steps=2", "--max_steps=4", "--save_steps=2", "--warmup_steps=1", "--learning_rate=2e-3"]
+
+
+def streaming_mdlm_args(tiny_dir, cache):
+    # a local jsonl read as a stream: the resume has to skip exactly the chunks already consumed
+    return [f"--model_name_or_path={tiny_dir}", f"--dataset_args={data_path(*GSM8K)}", "--text_field=question",
+            "--streaming=True", "--max_length=32", "--per_device_train_batch_size=4", "--per_device_eval_batch_size=4",
+            "--eval_iters=1", "--eval_steps=2", "--max_steps=4", "--save_steps=2", "--warmup_steps=1",
+            "--learning_rate=2e-3", f"--cache_dir={cache}"]
+
+
+@pytest.mark.parametrize("make_args", [bd3lm_sft_args, streaming_mdlm_args])
+def test_exact_resume_and_killed_save(tiny_dir, tmp_path, make_args):
+    args = make_args(tiny_dir, tmp_path / "cache")
+    straight = tmp_path / "straight"
+    run_train(straight, *args)
+    assert {"checkpoint-2", "checkpoint-final", "metrics.jsonl"} <= set(os.listdir(straight))
+
+    # a run that got to step 2, then died while saving step 3: its checkpoint-2 is complete, a
+    # tmp-checkpoint-3 is half written, and a checkpoint-3 without training state was copied in
+    resumed = tmp_path / "resumed"
+    os.makedirs(resumed)
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    os.makedirs(resumed / "tmp-checkpoint-3")
+    with open(resumed / "tmp-checkpoint-3" / "model.safetensors", "wb") as f:
+        f.write(b"\0" * 100)
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-3", ignore=shutil.ignore_patterns("trainer_*"))
+    r = run_train(resumed, *args, "--resume=True")
+    assert f"resumed from {resumed}/checkpoint-2 at step 2" in r.stdout
+
+    a = load_file(straight / "checkpoint-final" / "model.safetensors")
+    b = load_file(resumed / "checkpoint-final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bit-identical, not merely close
+    init = load_file(os.path.join(tiny_dir, "model.safetensors"))
+    assert not torch.equal(a["model.layers.0.mlp.up_proj.weight"], init["model.layers.0.mlp.up_proj.weight"])
+    tail = lambda out: [(m["step"], m.get("loss"), m.get("eval_loss")) for m in metrics(out) if m["step"] > 2]
+    assert tail(straight) == tail(resumed) and len(tail(straight)) == 3  # steps 3, 4 + the final eval
+    assert not os.path.exists(resumed / "tmp-checkpoint-3")  # half-written saves are cleared at start
+
+
+def test_nonfinite_loss_stops_without_checkpoint(tiny_dir, tmp_path):
+    bad = tmp_path / "nan-model"
+    shutil.copytree(tiny_dir, bad)
+    sd = load_file(bad / "model.safetensors")
+    sd["model.norm.weight"][0] = float("nan")
+    from safetensors.torch import save_file
+    save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    r = run_train(out, f"--model_name_or_path={bad}", f"--dataset_args={data_path(*SHAKESPEARE)}",
+                  "--max_length=32", "--per_device_train_batch_size=2", "--max_steps=5", "--save_steps=1", ok=False)
+    assert r.returncode != 0
+    assert "non-finite loss (nan)" in r.stderr and "at step 1" in r.stderr
+    assert not glob.glob(str(out / "*checkpoint*"))
+
+
+def test_ar_objective_saves_plain_family(tiny_dir, tmp_path):
+    run_train(tmp_path, f"--model_name_or_path={tiny_dir}", "--objective=ar", "--init_from_scratch=True",
+              f"--dataset_args={data_path(*SHAKESPEARE)}", "--max_length=32", "--per_device_train_batch_size=4",
+              "--max_steps=2", "--eval_steps=0", "--eval_iters=2", "--per_device_eval_batch_size=4")
+    with open(tmp_path / "checkpoint-final" / "config.json") as f:
+        cfg = json.load(f)
+    assert cfg["model_type"] == "qwen3" and cfg["objective"] == "ar"
+    # random init, normal(0, 0.02) weights: next-token CE starts at ~ln(vocab) = ln(49153) = 10.80
+    first = metrics(tmp_path)[0]
+    assert first["step"] == 1 and abs(first["loss"] - np.log(49153)) < 0.1, first
+
+
+BAD_OPTIONS = [
+    (["--objective=diffusion"], "--objective='diffusion'; choose one of: mdlm, bd3lm, ar"),
+    (["--objective=bd3lm", "--block_size=24", "--max_length=64"], "multiple of block_size"),
+    (["--time_epsilon=0"], "--time_epsilon=0.0 must be in (0, 1)"),
+    (["--streaming=True"], "needs --max_steps > 0"),
+    (["--lerning_rate=1e-4"], "Did you mean --learning_rate?"),
+    (["--model_name_or_path="], "--model_name_or_path is required"),
+    (["--task=sft", "--dataset_args=synthetic:division"], "choose synthetic:addition or synthetic:sort"),
+    (["--dataset_args=data.jsonl[lang]"], "must be key:value"),
+]
+
+
+def test_bad_options_fail_clearly(tiny_dir, tmp_path):
+    # all at once: each process dies in its option check, so the cost is interpreter start-up
+    procs = [subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / str(i)}",
+                               f"--model_name_or_path={tiny_dir}", *args], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i, (args, _) in enumerate(BAD_OPTIONS)]
+    for p, (args, message) in zip(procs, BAD_OPTIONS):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode != 0 and message in err and "Traceback" not in err, (args, err[-2000:])
+
+
+def test_configs_set_only_known_options_with_valid_values():
+    # the defaults and the choice lists are read from train.py's source (nothing imports train.py)
+    import ast
+    tree = ast.parse(open(os.path.join(ROOT, "train.py")).read())
+    defaults, choices = {}, {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name == "_CHOICES":
+                choices = {kw.arg: ast.literal_eval(kw.value) for kw in node.value.keywords}
+            elif not name.startswith("_"):
+                try:
+                    defaults[name] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    assert len(defaults) > 50 and "objective" in choices
+    configs = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+    assert len(configs) >= 10
+    for fn in configs:
+        scope = {}
+        exec(open(fn).read(), scope)
+        for k, v in scope.items():
+            if k.startswith("__"):
+                continue
+            assert k in defaults, f"{fn}: unknown option {k}"
+            assert isinstance(v, type(defaults[k])) or (type(defaults[k]) is float and type(v) is int), (fn, k, v)
+            assert k not in choices or v in choices[k], (fn, k, v)
+        if scope.get("objective") == "bd3lm":
+            assert scope["max_length"] % scope["block_size"] == 0, fn

@@ -1,0 +1,932 @@
+"""
+Train an A2D model: masked diffusion (MDLM), block diffusion (BD3LM) or plain AR,
+on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP or FSDP2.
+
+    python train.py config/cpu_shakespeare_mdlm.py                    # 1 process, CPU or 1 GPU
+    torchrun --nproc_per_node=8 train.py config/sft_alpaca_bd3lm.py --parallel=fsdp --learning_rate=1e-4
+    torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
+        train.py config/tiny_a2d_bd3lm.py
+
+model_name_or_path is an HF-format directory (config.json + safetensors + tokenizer files,
+e.g. from convert.py). Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final,
+each one loadable by Model.from_pretrained and transformers, plus the training state for an
+exact resume (resume=True). Option names follow the dLLM reference where it has one.
+"""
+
+import contextlib
+import glob
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+import unicodedata
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from model import (Model, ar_loss, bd3lm_attention_mask, bd3lm_block_mask, bd3lm_loss, forward_mask,
+                   mdlm_loss, sample_t)
+
+# -----------------------------------------------------------------------------
+# options (python config files and --key=value override these; --help lists them)
+# model
+model_name_or_path = ""  # HF-format dir: config.json + safetensors + tokenizer (convert.py writes one)
+init_from_scratch = False  # same shape, random weights: the A2D-vs-scratch baseline
+objective = "mdlm"  # mdlm | bd3lm | ar
+# data
+task = "pt"  # pt: text cut into max_length chunks | sft: chats, prompt tokens get label -100
+dataset_args = "Trelis/tiny-shakespeare"  # a+b+c[k:v]: .txt/.jsonl/.parquet files, HF names, synthetic:addition|sort
+text_field = "Text"  # pt: the field holding the text
+insert_eos = True  # pt: EOS between documents
+drop_tail = True  # pt: drop the last partial chunk (else it is padded, pads unscored)
+max_length = 512  # pt: chunk length; sft: longer rows are truncated or dropped (truncation)
+truncation = "right"  # sft: right (clip the response) | filter (drop the row)
+streaming = False  # pt: read the source lazily (OpenWebText-size corpora); needs max_steps
+mask_prompt_loss = True  # sft: no loss on the prompt
+eval_fraction = 0.05  # held-out share of a source that has no test split
+cache_dir = ""  # tokenized data cache; default <output_dir>/data
+prepare_data_only = False  # tokenize and cache, then exit
+# diffusion
+block_size = 32  # bd3lm block length (also recorded for samplers)
+time_epsilon = 1e-3  # t ~ U[eps, 1)
+schedule = "linear"  # alpha(t): linear 1-t | cosine 1-cos(pi/2 (1-t))
+loss_weight_type = "scheduler"  # scheduler: -alpha'/(1-alpha) (ELBO) | uniform
+loss_norm_type = "token"  # token | sequence | batch
+right_shift_logits = False  # Dream-style: logit i predicts token i+1
+antithetic = False  # low-discrepancy t over the global batch
+t_per_block = False  # bd3lm: one t per block (bd3lms) instead of per sequence
+t_min = 0.0  # clipped t ~ U[t_min, t_max] (bd3lms' beta, omega)
+t_max = 1.0
+# optimisation
+num_train_epochs = 10.0
+max_steps = -1  # > 0 overrides num_train_epochs
+learning_rate = 1e-4
+weight_decay = 0.0
+adam_beta1 = 0.9
+adam_beta2 = 0.999
+adam_epsilon = 1e-8
+max_grad_norm = 1.0  # <= 0: no clipping
+lr_scheduler_type = "cosine"  # cosine | linear | constant (after warmup)
+warmup_ratio = 0.1
+warmup_steps = 0  # > 0 overrides warmup_ratio
+min_lr_ratio = 0.0  # decay ends at learning_rate * min_lr_ratio
+per_device_train_batch_size = 16
+per_device_eval_batch_size = 16
+gradient_accumulation_steps = 1
+# system
+parallel = "ddp"  # ddp | fsdp (FSDP2 fully_shard)
+device = "auto"  # auto | cpu | cuda
+dtype = "auto"  # autocast dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float32
+compile = False
+seed = 42
+# checkpoints, eval, logging
+output_dir = "out/train"
+save_steps = 0.1  # >= 1: every that many steps; < 1: that fraction of the run
+save_total_limit = 0  # keep the newest k checkpoint-<step> dirs; 0 keeps all
+resume = False  # continue from the newest complete checkpoint in output_dir
+eval_steps = 0.1  # like save_steps; 0 turns periodic eval off
+eval_iters = 50  # at most this many held-out batches of per_device_eval_batch_size rows per eval
+eval_on_start = False
+log_steps = 1
+wandb_log = False  # no-op when wandb is not installed
+wandb_project = "nanoA2D"
+wandb_run_name = ""
+# -----------------------------------------------------------------------------
+
+_rank, _world = 0, 1
+
+
+def print0(*a):
+    if _rank == 0:
+        print(*a, flush=True)
+
+
+def options():
+    return {k: v for k, v in globals().items() if not k.startswith("_")
+            and isinstance(v, (int, float, str, bool)) and k != "__doc__"}
+
+
+_CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=("ddp", "fsdp"),
+                schedule=("linear", "cosine"), loss_weight_type=("scheduler", "uniform"),
+                loss_norm_type=("token", "sequence", "batch"), lr_scheduler_type=("cosine", "linear", "constant"),
+                truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"))
+
+
+def check_options():
+    """Every user-facing value, checked before any heavy work; each error says what to do."""
+    for k, allowed in _CHOICES.items():
+        if globals()[k] not in allowed:
+            raise SystemExit(f"error: --{k}={globals()[k]!r}; choose one of: {', '.join(allowed)}")
+    positive = ("max_length", "block_size", "per_device_train_batch_size", "per_device_eval_batch_size",
+                "gradient_accumulation_steps", "log_steps")
+    synthetic = [n for n, _ in parse_dataset_args(dataset_args) if n.startswith("synthetic:")]
+    problems = [
+        (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
+                                 "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
+        *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in positive),
+        (objective == "bd3lm" and max_length % block_size, f"bd3lm needs max_length ({max_length}) to be a multiple "
+                                                           f"of block_size ({block_size})"),
+        (not 0 < time_epsilon < 1, f"--time_epsilon={time_epsilon} must be in (0, 1)"),
+        (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
+         f"clipped t needs 0 <= t_min < t_max <= 1 and t_max > time_epsilon (got {t_min}, {t_max})"),
+        (t_per_block and objective != "bd3lm", "--t_per_block=True only applies to --objective=bd3lm"),
+        (learning_rate <= 0 or not 0 <= warmup_ratio < 1 or warmup_steps < 0 or not 0 <= min_lr_ratio <= 1,
+         "need learning_rate > 0, 0 <= warmup_ratio < 1, warmup_steps >= 0, 0 <= min_lr_ratio <= 1"),
+        (max_steps <= 0 and num_train_epochs <= 0, "set --max_steps > 0 or --num_train_epochs > 0"),
+        (streaming and (task != "pt" or max_steps <= 0 or "+" in dataset_args),
+         "--streaming=True is for task=pt with one source and needs --max_steps > 0 (a stream has no epochs)"),
+        (not 0 <= eval_fraction < 1 or min(save_total_limit, save_steps, eval_steps) < 0,
+         "need 0 <= eval_fraction < 1 and save_steps, eval_steps, save_total_limit >= 0"),
+        (any(n not in ("synthetic:addition", "synthetic:sort") for n in synthetic),
+         f"unknown data {synthetic}; choose synthetic:addition or synthetic:sort"),
+        (synthetic and task != "sft", "synthetic data are chats: use them with --task=sft"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise SystemExit("error: " + message)
+
+
+# -----------------------------------------------------------------------------
+# tokenizer: tiktoken built from the model's tokenizer.json, ids identical to the HF tokenizer
+# (several times faster); HF tokenizers where the conversion does not apply.
+
+# GPT-2's pre-tokenizer regex: what a ByteLevel pre-tokenizer with use_regex=true splits on
+_GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_PROBE = ("Hello world! It's 2024-05-01, 3.14159 and 12345678 apples.\n\n  Indented\tTabs   \r\n"
+          "Ünïcödé: naïve café, 日本語のテキスト, emoji 🤖🎉, Ελληνικά, русский. "
+          "<|im_start|>user\nWhat is 4821 + 937?<|im_end|>\n<|endoftext|>  trailing   ")
+
+
+def byte_to_unicode():
+    # byte-level BPE stores bytes as printable characters: the printable latin-1 bytes map to
+    # themselves, the other 68 bytes to code points 256, 257, ... in byte order
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+def tiktoken_from_tokenizer_json(path):
+    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or (None, reason, None)."""
+    import tiktoken
+    with open(os.path.join(path, "tokenizer.json")) as f:
+        tj = json.load(f)
+    bpe, norm, pre = tj["model"], tj.get("normalizer") or {}, tj.get("pre_tokenizer") or {}
+    norms = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm] if norm else []
+    pats, byte_level = [], False
+    for p in pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]:
+        if p.get("type") == "Split" and "Regex" in p.get("pattern", {}) and p.get("behavior") == "Isolated" \
+                and not p.get("invert"):
+            pats.append(p["pattern"]["Regex"])
+        elif p.get("type") == "ByteLevel" and not p.get("add_prefix_space"):
+            byte_level = True
+            pats += [_GPT2_PAT] if p.get("use_regex", True) else []
+        else:
+            return None, f"pre-tokenizer {p.get('type')}", None
+    if bpe.get("type") != "BPE" or any(bpe.get(k) for k in ("dropout", "continuing_subword_prefix",
+                                                              "end_of_word_suffix")):
+        return None, f"model {bpe.get('type')} is not plain BPE", None
+    if any(n.get("type") != "NFC" for n in norms) or not byte_level or len(pats) != 1:
+        return None, "not a byte-level BPE with one split regex and at most NFC", None
+    u2b, vocab = {c: b for b, c in byte_to_unicode().items()}, bpe["vocab"]
+    ranks = {bytes([b]): vocab[c] for c, b in u2b.items() if c in vocab}
+    missing = [b for c, b in u2b.items() if c not in vocab]
+    if any(0x80 <= b < 0xC0 for b in missing):
+        return None, "a UTF-8 continuation byte has no token", None
+    # tiktoken merges the adjacent pair whose result has the lowest id, HF BPE in the order of its
+    # merges list: the same tokens iff ids grow with merge order
+    last = -1
+    for m in bpe["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if vocab.get(a + b, -1) <= last:
+            return None, "token ids do not follow the merge order", None
+        last = ranks[bytes(u2b[c] for c in a + b)] = vocab[a + b]
+    added = tj.get("added_tokens", [])
+    if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
+        return None, "an added token strips whitespace", None
+    enc = tiktoken.Encoding(name=os.path.basename(os.path.abspath(path)), pat_str=pats[0], mergeable_ranks=ranks,
+                            special_tokens={t["content"]: t["id"] for t in added})
+    # vocabularies may lack a few bytes (rare control chars, lead bytes of unassigned planes) where
+    # HF emits <unk> and tiktoken would fail: texts holding a character that needs one go to HF
+    spans = [(b, b) if b < 0x80 else ((b & 0x1F) << 6, ((b & 0x1F) << 6) + 0x3F) if b < 0xE0 else
+             ((b & 0x0F) << 12, ((b & 0x0F) << 12) + 0xFFF) if b < 0xF0 else
+             ((b & 0x07) << 18, min(((b & 0x07) << 18) + 0x3FFFF, 0x10FFFF))
+             for b in missing if b < 0xC0 or 0xC2 <= b < 0xF5]  # C0, C1, F5-FF never occur in UTF-8
+    rare = re.compile("[" + "".join(f"\\U{a:08x}-\\U{z:08x}" for a, z in spans) + "]") if spans else None
+    return enc, bool(norms), rare
+
+
+def make_encoder(path, tok):
+    """encode(list of str) -> list of id lists, equal to tok(texts, add_special_tokens=False)."""
+    hf = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]
+    try:
+        enc, nfc, rare = tiktoken_from_tokenizer_json(path)
+    except Exception as e:  # no or unusual tokenizer.json: the HF tokenizer still reads the model's files
+        enc, nfc = None, f"{type(e).__name__}: {e}"
+
+    def fast(texts):
+        slow = [bool(rare and rare.search(t)) for t in texts]
+        todo = [unicodedata.normalize("NFC", t) if nfc else t for t, s in zip(texts, slow) if not s]
+        # tiktoken's thread pool only pays off with cores to spare; on a few, a plain loop is faster
+        out = iter(enc.encode_batch(todo, num_threads=os.cpu_count(), allowed_special="all") if os.cpu_count() > 4
+                   else [enc.encode(t, allowed_special="all") for t in todo])
+        fast.via_hf += sum(slow)
+        return [hf([t])[0] if s else next(out) for t, s in zip(texts, slow)]
+    fast.via_hf = 0
+    if enc is not None and fast([_PROBE]) == hf([_PROBE]):
+        print0("tokenizer: tiktoken, built from tokenizer.json")
+        return fast
+    why = nfc if enc is None else "its ids differ from the HF tokenizer on a probe text"
+    print0(f"notice: cannot convert the tokenizer to tiktoken ({why}); tokenizing with HF tokenizers (slower)")
+    return hf
+
+
+# -----------------------------------------------------------------------------
+# data sources: "a+b+c[k:v]" where [train:N] / [test:N] cap a split, [name:X] picks an HF
+# config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort make chats.
+
+def parse_dataset_args(spec):
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split("+"))):
+        name, _, inner = part.partition("[")
+        kv = {}
+        for item in filter(None, (s.strip() for s in inner.rstrip("]").split(","))):
+            if ":" not in item:
+                raise SystemExit(f"error: dataset_args entry {item!r} in {part!r} must be key:value, "
+                                 f"e.g. tatsu-lab/alpaca[train:5000] or opc-sft-stage1[lang:python]")
+            k, v = item.split(":", 1)
+            kv[k.strip()] = v.strip()
+        out.append((name.strip(), kv))
+    if not out:
+        raise SystemExit("error: --dataset_args is empty")
+    return out
+
+
+def synthetic_rows(kind, n_train, n_test):
+    """Seeded chats with short answers (1-4 digit addition, or sorting 3-6 numbers). The held-out
+    rows come first from a fixed seed and never recur in train: every run scores the same ones."""
+    rng = random.Random(f"nanoA2D-synthetic-{kind}")
+
+    def draw():
+        if kind == "addition":
+            a, b = (rng.randrange(10 ** rng.randint(1, 4)) for _ in range(2))
+            return f"What is {a} + {b}?", str(a + b)
+        xs = [rng.randrange(100) for _ in range(rng.randint(3, 6))]
+        return "Sort ascending: " + " ".join(map(str, xs)), " ".join(map(str, sorted(xs)))
+
+    test = {}
+    while len(test) < n_test:
+        test.setdefault(*draw())
+    train = []
+    while len(train) < n_train:
+        q, a = draw()
+        train += [] if q in test else [(q, a)]
+    chat = lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    return [chat(*r) for r in train], [chat(*r) for r in test.items()]
+
+
+def read_file(fn):
+    # a .txt file is one document; .jsonl/.json one row per line (or a json list); .parquet rows
+    if fn.endswith(".txt"):
+        with open(fn, encoding="utf-8") as f:
+            yield {text_field: f.read()}
+    elif fn.endswith((".jsonl", ".json")):
+        with open(fn, encoding="utf-8") as f:
+            first = f.read(1)
+            f.seek(0)
+            yield from json.load(f) if first == "[" else (json.loads(line) for line in f if line.strip())
+    elif fn.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        yield from pq.read_table(fn).to_pylist()
+    else:
+        raise SystemExit(f"error: cannot read {fn}: use .txt, .jsonl, .json or .parquet")
+
+
+def load_source(name, kv):
+    """-> (train, test or None): lists or HF datasets of row dicts; iterator factories when streaming."""
+    kv = dict(kv)
+    caps = {s: int(kv.pop(s)) for s in ("train", "test") if s in kv}
+    hf_name = kv.pop("name", None)
+    # [k:v] keeps rows whose field k equals v; rows without that field, those whose text holds v
+    # (the reference's [lang:python] on OpenCoder chats)
+    keep = lambda r: all(str(r[k]) == v if k in r else v in str(r) for k, v in kv.items())
+    if name.startswith("synthetic:"):
+        train, test = synthetic_rows(name.split(":", 1)[1], caps.pop("train", 20000), caps.pop("test", 200))
+    elif os.path.exists(name):
+        files = sorted(f for f in glob.glob(os.path.join(name, "**", "*"), recursive=True)
+                       if f.endswith((".txt", ".jsonl", ".json", ".parquet"))) if os.path.isdir(name) else [name]
+        gen = lambda: (r for f in files for r in read_file(f) if keep(r))
+        train, test = (gen if streaming else list(gen())), None
+    else:
+        import datasets
+        try:
+            if hf_name is None and len(datasets.get_dataset_config_names(name)) > 1:
+                # several configs and none named: all of them, one after another (the reference's OPC loader)
+                parts = [datasets.load_dataset(name, c, streaming=streaming)
+                         for c in datasets.get_dataset_config_names(name)]
+                ds = {s: datasets.concatenate_datasets([p[s] for p in parts if s in p])
+                      for s in set().union(*parts)}
+            else:
+                ds = datasets.load_dataset(name, hf_name, streaming=streaming)
+        except Exception as e:
+            raise SystemExit(f"error: cannot load dataset {name!r} ({type(e).__name__}: {e}). Give a local "
+                             f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort")
+
+        def split(s):  # HF datasets stay memory-mapped Arrow tables (rows decoded on access)
+            d = ds[s].filter(keep) if kv else ds[s]
+            return (lambda: iter(d)) if streaming else d
+        train = split("train" if "train" in ds else next(iter(ds)))
+        test = next((split(s) for s in ("test", "validation") if s in ds), None)
+    cap = lambda d, n: d[:n] if isinstance(d, list) else d.select(range(min(n, len(d))))
+    if not streaming:
+        train = cap(train, caps["train"]) if "train" in caps else train
+        test = cap(test, caps["test"]) if test is not None and "test" in caps else test
+    return train, test
+
+
+def to_messages(row):
+    """Chat messages: `messages` rows as they are; alpaca, GSM8K and prompt/response rows turned into
+    one user turn (alpaca: instruction, blank line, input) and one assistant turn."""
+    if "messages" in row:
+        return row["messages"]
+    for q, a in (("instruction", "output"), ("question", "answer"), ("prompt", "response")):
+        if q in row and a in row:
+            user = "\n\n".join(s.strip() for s in (row[q], row.get("input") or "") if s.strip())
+            return [{"role": "user", "content": user}, {"role": "assistant", "content": row[a].strip()}]
+    raise SystemExit(f"error: cannot turn a row with fields {sorted(row)} into chat messages; sft rows need "
+                     f"messages, instruction/input/output, question/answer or prompt/response")
+
+
+def split_off(rows, test):
+    # a source without a test split gives up eval_fraction of its rows, the same ones every run
+    if test is not None or eval_fraction == 0:
+        return rows, test or []
+    idx = list(range(len(rows)))
+    random.Random(1234).shuffle(idx)
+    n = max(1, round(eval_fraction * len(rows))) if len(rows) > 1 else 0
+    return [rows[i] for i in sorted(idx[n:])], [rows[i] for i in sorted(idx[:n])]
+
+
+def cache_key(*parts):
+    # the options that shape the tokens, the tokenizer files, and the size/mtime of local data files
+    files = [f for n, _ in parse_dataset_args(dataset_args) for f in [n, *glob.glob(f"{n}/**/*", recursive=True)]]
+    stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
+    h = hashlib.sha256(repr((parts, stats)).encode())
+    for fn in ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json"):
+        if os.path.exists(os.path.join(model_name_or_path, fn)):
+            with open(os.path.join(model_name_or_path, fn), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def token_stream(texts, encode, eos):
+    """Documents -> token id lists, tokenized 512 at a time, EOS appended when insert_eos."""
+    buf = []
+    for text in itertools.chain(texts, [None]):
+        if text is not None:
+            buf.append(text)
+        if len(buf) == 512 or (text is None and buf):
+            yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(buf))
+            buf = []
+
+
+def write_tokens(texts, encode, eos, path):
+    """Stream documents through the tokenizer into a flat uint32 file; atomic (temp file + rename)."""
+    n = 0
+    with open(path + ".tmp", "wb") as f:
+        for ids in token_stream(texts, encode, eos):
+            np.asarray(ids, dtype=np.uint32).tofile(f)
+            n += len(ids)
+    os.replace(path + ".tmp", path)
+    return n
+
+
+class Chunks:
+    """A flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens."""
+
+    def __init__(self, tokens, lo, hi):
+        self.tokens, self.lo, self.hi = tokens, lo, hi
+
+    def __len__(self):
+        return self.hi - self.lo
+
+    def __getitem__(self, i):
+        a = (self.lo + i) * max_length
+        return self.tokens[a:a + max_length].astype(np.int64), 0
+
+
+def text_of(row):
+    if text_field not in row:
+        raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
+    return row[text_field]
+
+
+def prepare_pt(encode, eos, cache):
+    """Pretraining rows: tokenized once into <cache>/pt-<key>-{train,test}.bin, then cut into chunks."""
+    key = cache_key("pt", dataset_args, text_field, insert_eos)
+    paths = {s: os.path.join(cache, f"pt-{key}-{s}.bin") for s in ("train", "test")}
+    if _rank == 0 and not os.path.exists(paths["train"]):
+        t0 = time.time()
+        sources = [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
+        if any(te is not None for _, te in sources):
+            write_tokens((text_of(r) for _, te in sources for r in te or []), encode, eos, paths["test"])
+        # train last: its file marks the cache complete
+        n = write_tokens((text_of(r) for tr, _ in sources for r in tr), encode, eos, paths["train"])
+        print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}"
+               f" ({getattr(encode, 'via_hf', 0)} texts via HF: characters the BPE vocabulary lacks)")
+    barrier()
+    tokens = np.memmap(paths["train"], dtype=np.uint32, mode="r")
+    n_chunks = len(tokens) // max_length if drop_tail else -(-len(tokens) // max_length)
+    if os.path.exists(paths["test"]):
+        test = np.memmap(paths["test"], dtype=np.uint32, mode="r")
+        return Chunks(tokens, 0, n_chunks), Chunks(test, 0, len(test) // max_length)
+    n_eval = max(1, round(eval_fraction * n_chunks)) if eval_fraction > 0 else 0
+    # the tail of the stream is held out (nanoGPT's split): contiguous, no leakage across the cut
+    return Chunks(tokens, 0, n_chunks - n_eval), Chunks(tokens, n_chunks - n_eval, n_chunks)
+
+
+def prepare_sft(tok, encode, cache):
+    """SFT rows (ids, prompt_len): chat template rendered, tokenized once into <cache>/sft-<key>-*.npy."""
+    if not tok.chat_template:
+        raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
+                         f"needs; convert.py writes one, or use --task=pt")
+    base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction))
+    if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
+        t0, splits = time.time(), {"train": [], "test": []}
+        for name, kv in parse_dataset_args(dataset_args):
+            for s, rows in zip(splits, split_off(*load_source(name, kv))):
+                splits[s] += [to_messages(r) for r in rows]
+        for s, convs in splits.items():
+            ids, plens = [], []
+            for a in range(0, len(convs), 4096):  # in slices: a million chats never sit in python lists
+                part = convs[a:a + 4096]
+                ids += [np.asarray(x, dtype=np.uint32) for x in encode([tok.apply_chat_template(m, tokenize=False)
+                                                                        for m in part])]
+                # the prompt: all but the last message, then the assistant header; its tokens get -100
+                plens += [len(p) for p in encode([tok.apply_chat_template(m[:-1], tokenize=False,
+                                                                          add_generation_prompt=True) for m in part])]
+            np.save(base + f"-{s}-ids.npy", np.concatenate(ids) if ids else np.zeros(0, np.uint32))
+            np.save(base + f"-{s}-off.npy", np.cumsum([0] + [len(x) for x in ids]))
+            np.save(base + f"-{s}-plen.npy", np.asarray(plens, dtype=np.int64))
+        with open(base + "-test.jsonl.tmp", "w") as f:  # written last: it marks the cache complete
+            f.writelines(json.dumps({"messages": m, "prompt": m[-2]["content"] if len(m) > 1 else "",
+                                     "answer": m[-1]["content"]}) + "\n" for m in splits["test"])
+        os.replace(base + "-test.jsonl.tmp", base + "-test.jsonl")
+        print0(f"tokenized {len(splits['train']):,} train / {len(splits['test']):,} held-out chats in "
+               f"{time.time() - t0:.1f}s -> {base}-* ({getattr(encode, 'via_hf', 0)} texts via HF: characters "
+               f"the BPE vocabulary lacks)")
+    barrier()
+    if _rank == 0:  # the held-out chats, for scripts that score generations later
+        shutil.copyfile(base + "-test.jsonl", os.path.join(output_dir, "heldout.jsonl"))
+    out = []
+    for s in ("train", "test"):
+        ids = np.load(base + f"-{s}-ids.npy", mmap_mode="r")
+        off, plen = np.load(base + f"-{s}-off.npy"), np.load(base + f"-{s}-plen.npy")
+        rows = [(ids[off[i]:off[i + 1]], int(plen[i])) for i in range(len(plen))]
+        # the reference's rule: a row whose prompt does not fit is dropped, else right-clipped
+        fits = [r for r in rows if (len(r[0]) <= max_length if truncation == "filter" else r[1] < max_length)]
+        print0(f"sft {s}: {len(rows):,} rows, {len(rows) - len(fits):,} over max_length={max_length} dropped, "
+               f"{sum(len(r[0]) > max_length for r in fits):,} clipped")
+        out.append(fits)
+    return out
+
+
+def collate(rows, ids):
+    """rows of (token ids, prompt_len) -> input_ids, labels (B, T) and a key-padding mask (None if unpadded)."""
+    seqs = []
+    for x, plen in rows:
+        x = np.asarray(x[:max_length], dtype=np.int64)
+        y = x.copy()
+        y[:plen if task == "sft" and mask_prompt_loss else 0] = -100
+        if task == "sft" and objective == "bd3lm":
+            # as the reference: EOS (scored) up to a block multiple; the batch padding after it then
+            # fills whole later blocks, which no real token's block-causal mask can see
+            pad = np.full(-len(x) % block_size, ids["eos"])
+            x, y = np.concatenate([x, pad]), np.concatenate([y, pad])
+        seqs.append((x, y))
+    B, T = len(seqs), max(len(x) for x, _ in seqs)
+    x, y, keep = torch.full((B, T), ids["pad"]), torch.full((B, T), -100), torch.zeros(B, T, dtype=torch.bool)
+    for i, (xi, yi) in enumerate(seqs):
+        x[i, :len(xi)], y[i, :len(xi)], keep[i, :len(xi)] = torch.from_numpy(xi), torch.from_numpy(yi), True
+    if right_shift_logits and not (y[:, 0] == -100).all():
+        # logit i predicts token i+1, so the first token needs a BOS in front to be predicted from
+        col = lambda v: torch.full((B, 1), v)
+        x, y, keep = torch.cat([col(ids["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
+    return x.to(_device), y.to(_device), None if keep.all() else keep.to(_device)
+
+
+def stream_chunks(docs_fn, encode, eos, skip):
+    """Endless pretraining chunks from a streamed source: each pass re-reads it, and the first
+    `skip` chunks of every pass are the held-out split."""
+    while True:
+        buf, n = [], 0
+        for ids in token_stream((text_of(r) for r in docs_fn()), encode, eos):
+            buf += ids
+            while len(buf) >= max_length:
+                if n >= skip:
+                    yield np.asarray(buf[:max_length], dtype=np.int64), 0
+                n += 1
+                del buf[:max_length]
+        if n <= skip:
+            raise SystemExit(f"error: the stream {dataset_args!r} has fewer than {skip + 1} chunks of {max_length}")
+
+
+# -----------------------------------------------------------------------------
+# distributed
+
+_device = torch.device("cpu")
+
+
+def setup_distributed():
+    """One entry point for python and torchrun (multi-node too): nccl on CUDA, gloo on CPU."""
+    global _rank, _world, _device
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device=cuda but no CUDA device is visible; use --device=cpu")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    _device = torch.device(f"cuda:{local}" if dev == "cuda" else "cpu")
+    if dev == "cuda":
+        torch.cuda.set_device(_device)
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        dist.init_process_group("nccl" if dev == "cuda" else "gloo")
+        _rank, _world = dist.get_rank(), dist.get_world_size()
+
+
+def barrier():
+    if _world > 1:
+        dist.barrier()
+
+
+def all_sum(*xs):
+    t = torch.tensor([float(x) for x in xs], dtype=torch.float64, device=_device)
+    if _world > 1:
+        dist.all_reduce(t)  # gloo has no AVG: sum, callers divide
+    return t.tolist()
+
+
+def wrap(model, amp):
+    """DDP, or FSDP2 with each block sharded, then the root. Returns the model to call."""
+    if _world == 1:
+        if parallel == "fsdp":
+            print0("notice: parallel=fsdp with one process trains unsharded; launch with torchrun to shard")
+        return model
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        return DDP(model, device_ids=[_device.index] if _device.type == "cuda" else None)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    # bf16 compute with fp32 gradient reduction on CUDA; CPU keeps fp32 params
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if _device.type == "cuda" and amp == torch.bfloat16 else MixedPrecisionPolicy()
+    for block in model.model.layers:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# objectives
+#
+# MDLM: t ~ U[eps, 1) per sequence; each scored position is masked with prob 1 - alpha(t);
+#   loss = sum_{masked i} w(t) * -log p(x0_i | x_t), w(t) = -alpha'(t) / (1 - alpha(t)) (1/t for
+#   linear alpha = 1 - t) or 1 (uniform), normalised by token / sequence / batch.
+# BD3LM: the same noise (t per sequence, or per block), one forward on x_t ⊕ x_0 under the
+#   block-diffusion mask, LM head on the x_t half only. block_size = L gives MDLM's loss.
+# AR: next-token cross-entropy under causal attention.
+#
+# The noise is drawn for the *global* micro-batch from one generator seeded alike on every rank,
+# and each rank keeps its own rows: a run on N processes sees the same t and masks as one
+# process with the same global batch, so loss curves match across world sizes.
+
+_masks = {}
+
+
+def bd3_mask(L):
+    if L not in _masks:  # a sparse flex BlockMask on CUDA, a dense (1, 1, 2L, 2L) bool mask on CPU
+        _masks[L] = bd3lm_block_mask(L, block_size, _device) if _device.type == "cuda" \
+            else bd3lm_attention_mask(L, block_size, _device)[None, None]
+    return _masks[L]
+
+
+def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
+    """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
+    ids, labels, keep = batch
+    weight_type, norm_type = weight_type or loss_weight_type, norm_type or loss_norm_type
+    if objective == "ar":
+        am = keep[rows] if keep is not None else None
+        if norm_type == "batch":  # the eval wants a sum: the mean times the number of targets
+            return ar_loss(model, ids[rows], labels[rows], am) * (labels[rows, 1:] != -100).sum() / len(ids[rows])
+        return ar_loss(model, ids[rows], labels[rows], am)
+    n, L = ids.shape
+    if objective == "bd3lm" and t_per_block:
+        nb = -(-L // block_size)
+        t = sample_t(n * nb, time_epsilon, antithetic, t_min, t_max, gen, _device).view(n, nb)
+        t = t.repeat_interleave(block_size, dim=1)[:, :L]  # (n, L): each token carries its block's t
+    else:
+        t = sample_t(n, time_epsilon, antithetic, t_min, t_max, gen, _device)  # (n,)
+    xt, masked = forward_mask(ids, labels, t, mask_id, schedule, generator=gen)
+    kw = dict(schedule=schedule, weight_type=weight_type, norm_type=norm_type, right_shift_logits=right_shift_logits)
+    if objective == "mdlm":
+        am = keep[rows] if keep is not None else None
+        return mdlm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], attention_mask=am, **kw)
+    return bd3lm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], block_size,
+                      attn_mask=bd3_mask(L), **kw)
+
+
+@torch.no_grad()
+def evaluate(model, rows, ids, amp):
+    """Held-out loss: the ELBO (scheduler weights) per scored token for diffusion, CE for AR.
+    Batch k always holds the same rows and draws its masks from seed + 1 + k, so every eval, at
+    any world size, scores the same masked inputs; ranks take batches round-robin."""
+    B = per_device_eval_batch_size
+    n = min(eval_iters, len(rows) // B)
+    total = count = 0.0
+    for k in range(_rank, -(-n // _world) * _world, _world):  # equal counts per rank (FSDP needs it)
+        batch = collate([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
+        gen = torch.Generator(device=_device).manual_seed(seed + 1 + k % n)
+        with amp:
+            s = loss_of(model, batch, gen, slice(None), ids["mask"], weight_type="scheduler", norm_type="batch")
+        if k < n:  # past n: a repeat that only keeps the ranks in step
+            total += s.item() * B
+            count += (batch[1][:, 1:] if objective == "ar" else batch[1]).ne(-100).sum().item()
+    total, count = all_sum(total, count)
+    return total / count if count else float("nan")
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: output_dir/checkpoint-<step> and checkpoint-final, each an HF directory plus
+# trainer_state.pt (optimizer, scheduler, step, data position, RNG of every rank). Written to
+# tmp-<name> and renamed, so a directory under its final name is always complete.
+
+def find_checkpoint():
+    done = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
+            if os.path.exists(os.path.join(d, "trainer_state.pt")) and os.path.exists(os.path.join(d, "trainer_state.json"))]
+    step = lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"]
+    return max(done, key=step, default=None)
+
+
+def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
+    fsdp = _world > 1 and parallel == "fsdp"
+    if fsdp:  # gather full (unsharded) tensors onto rank 0 for an HF export anyone can load
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+        o = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        sd, osd = get_model_state_dict(raw, options=o), get_optimizer_state_dict(raw, opt, options=o)
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+           "noise": gen.get_state(), "cuda": torch.cuda.get_rng_state() if _device.type == "cuda" else None}
+    rngs = [rng] * _world
+    if _world > 1:
+        dist.all_gather_object(rngs, rng)
+    if _rank == 0:
+        final, tmp = os.path.join(output_dir, name), os.path.join(output_dir, "tmp-" + name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if fsdp:
+            with torch.device("meta"):
+                export = Model(raw.config)
+            export.load_state_dict(sd, strict=False, assign=True)
+            if raw.config.tie_word_embeddings:
+                export.lm_head.weight = export.model.embed_tokens.weight
+            export.save_pretrained(tmp)
+        else:
+            raw.save_pretrained(tmp)  # the fp32 master weights: what an exact resume needs
+        tok.save_pretrained(tmp)
+        data_position = step * gradient_accumulation_steps * _world * per_device_train_batch_size  # rows
+        torch.save({"step": step, "optimizer": osd if fsdp else opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": rngs, "data_position": data_position, "world_size": _world},
+                   os.path.join(tmp, "trainer_state.pt"))
+        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+            json.dump({"step": step, "loss": loss, "data_position": data_position, "options": options()}, f, indent=2)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        numbered = sorted((d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
+                           if re.fullmatch(r"checkpoint-\d+", os.path.basename(d))), key=lambda d: int(d[d.rindex("-") + 1:]))
+        for d in numbered[:-save_total_limit] if save_total_limit else []:
+            shutil.rmtree(d)
+        print0(f"saved {final}")
+    barrier()
+
+
+def restore(state, raw, opt, sched, gen):
+    if _world > 1 and parallel == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        set_optimizer_state_dict(raw, opt, state["optimizer"] if _rank == 0 else {},
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    else:
+        opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if state["world_size"] != _world:
+        print0(f"notice: resuming on {_world} processes a run made on {state['world_size']}: data order and "
+               f"noise continue, but the global batch differs now")
+    rng = state["rng"][_rank % len(state["rng"])]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    gen.set_state(rng["noise"])
+    if rng["cuda"] is not None and _device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+def lr_factor(step, total):
+    # linear warmup, then cosine / linear decay to min_lr_ratio (or constant)
+    warm = warmup_steps or math.ceil(warmup_ratio * total)
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1 - p, "constant": 1.0}[lr_scheduler_type]
+    return min_lr_ratio + (1 - min_lr_ratio) * decay
+
+
+def every(x, total):  # save_steps / eval_steps: a step count, or a fraction of the run
+    return 0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
+
+
+def load(transformers):
+    """(model, tokenizer, ids, checkpoint): the newest complete checkpoint's exact fp32 weights when
+    resuming, else model_name_or_path; config.json fields set to what samplers read back."""
+    if _rank == 0:  # a tmp-* dir is a save that never finished: never loadable, so drop it
+        for d in glob.glob(os.path.join(output_dir, "tmp-checkpoint-*")):
+            shutil.rmtree(d)
+    barrier()
+    ckpt = find_checkpoint() if resume else None
+    if resume and ckpt is None:
+        print0(f"notice: resume=True but {output_dir} has no complete checkpoint; starting from the model")
+    try:
+        raw = Model.from_pretrained(ckpt or model_name_or_path, dtype=torch.float32, device=_device)
+        tok = transformers.AutoTokenizer.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot load the model or tokenizer from {ckpt or model_name_or_path!r}: {e}")
+    if init_from_scratch and ckpt is None:
+        raw.init_weights(seed)
+        print0(f"init_from_scratch=True: random weights of the same shape (seed {seed})")
+    cfg = raw.config
+    first = lambda *xs: next((x[0] if isinstance(x, list) else x for x in xs if x is not None), None)
+    ids = {"mask": first(tok.mask_token_id, cfg.mask_token_id), "eos": first(tok.eos_token_id, cfg.eos_token_id),
+           "bos": first(tok.bos_token_id, cfg.bos_token_id)}
+    ids["pad"] = first(tok.pad_token_id, ids["eos"])
+    if objective != "ar" and (ids["mask"] is None or ids["mask"] >= cfg.vocab_size):
+        raise SystemExit(f"error: {objective} needs a mask token inside the vocabulary (got {ids['mask']}, vocab "
+                         f"{cfg.vocab_size}); convert the model with convert.py, which adds <|mask|>")
+    if ids["eos"] is None or (right_shift_logits and ids["bos"] is None):
+        raise SystemExit("error: the tokenizer needs an eos token (and a bos token for right_shift_logits=True)")
+    cfg.model_type = cfg.family if objective == "ar" else "a2d-" + cfg.family
+    cfg.objective, cfg.block_size, cfg.right_shift_logits, cfg.mask_token_id = (objective, block_size,
+                                                                               right_shift_logits, ids["mask"])
+    return raw, tok, ids, ckpt
+
+
+def main():
+    check_options()
+    setup_distributed()
+    import transformers
+    os.makedirs(output_dir, exist_ok=True)
+    for s in (torch.manual_seed, random.seed, np.random.seed):
+        s(seed + _rank)
+    amp_dtype = torch.bfloat16 if dtype == "bfloat16" or (dtype == "auto" and _device.type == "cuda") else None
+    amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    raw, tok, ids, ckpt = load(transformers)
+
+    # data: step -> rows is a pure function (an epoch's permutation is seeded by seed + epoch)
+    encode = make_encoder(model_name_or_path, tok)
+    cache = cache_dir or os.path.join(output_dir, "data")
+    os.makedirs(cache, exist_ok=True)
+    R = _world * per_device_train_batch_size  # rows per global micro-batch
+    if streaming:  # the first eval_iters batches of chunks are held out, every pass
+        docs = load_source(*parse_dataset_args(dataset_args)[0])[0]
+        head = stream_chunks(docs, encode, ids["eos"], 0)
+        eval_rows = [next(head) for _ in range(eval_iters * per_device_eval_batch_size if eval_fraction else 0)]
+    else:
+        train_rows, eval_rows = prepare_pt(encode, ids["eos"], cache) if task == "pt" else \
+            prepare_sft(tok, encode, cache)
+        per_epoch = len(train_rows) // R
+        if per_epoch < gradient_accumulation_steps:
+            raise SystemExit(f"error: {len(train_rows)} training rows do not fill one global batch of "
+                             f"{R * gradient_accumulation_steps}; lower the batch size or add data")
+    if prepare_data_only:
+        return print0("prepare_data_only=True: data cached, exiting")
+    total = max_steps if max_steps > 0 else math.ceil(num_train_epochs * (per_epoch // gradient_accumulation_steps))
+    perm = {}
+
+    def global_rows(m):  # the rows of global micro-batch m
+        if streaming:
+            return [next(stream) for _ in range(R)]
+        e, i = divmod(m, per_epoch)
+        if e not in perm:
+            perm.clear()
+            perm[e] = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed + e)).tolist()
+        return [train_rows[j] for j in perm[e][i * R:(i + 1) * R]]
+
+    # model, then the optimiser over the (sharded) parameters; weight decay on matrices only
+    model = wrap(raw, amp_dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
+    gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
+    step = 0
+    if ckpt:
+        state = torch.load(os.path.join(ckpt, "trainer_state.pt"), weights_only=False)
+        restore(state, raw, opt, sched, gen)
+        step = state["step"]
+        print0(f"resumed from {ckpt} at step {step}")
+    if streaming:
+        stream = stream_chunks(docs, encode, ids["eos"], len(eval_rows))
+        for _ in range(step * gradient_accumulation_steps * R):  # exact, but it re-reads the stream
+            next(stream)
+    if compile:
+        model = torch.compile(model)
+    model.train()
+
+    metrics_fn = os.path.join(output_dir, "metrics.jsonl")
+    if _rank == 0:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
+        old = open(metrics_fn).readlines() if ckpt and os.path.exists(metrics_fn) else []
+        with open(metrics_fn, "w") as f:
+            f.writelines(line for line in old if json.loads(line)["step"] <= step)
+    wandb = None
+    if wandb_log and _rank == 0:
+        try:
+            import wandb
+            wandb.init(project=wandb_project, name=wandb_run_name or None, config=options())
+        except ImportError:
+            print("notice: wandb is not installed; wandb_log=True does nothing", flush=True)
+
+    def log(d):
+        if _rank == 0:
+            with open(metrics_fn, "a") as f:
+                f.write(json.dumps(d) + "\n")
+            if wandb:
+                wandb.log(d, step=d["step"])
+
+    def run_eval():
+        if len(eval_rows) >= per_device_eval_batch_size:
+            loss = evaluate(model, eval_rows, ids, amp)
+            print0(f"eval step {step}: loss {loss:.4f} | ppl {math.exp(min(loss, 50)):.2f}")
+            log({"step": step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50))})
+            model.train()
+
+    print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
+           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps | "
+           f"autocast {amp_dtype}")
+    if 0 < len(eval_rows) < per_device_eval_batch_size:
+        print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
+    if eval_on_start and step == 0:
+        run_eval()
+    mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
+    ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
+    save_every, eval_every, dt_avg, loss_val = every(save_steps, total), every(eval_steps, total), None, None
+    while step < total:
+        t0, loss_sum, tokens = time.time(), 0.0, 0
+        for micro in range(gradient_accumulation_steps):
+            batch = collate(global_rows(step * gradient_accumulation_steps + micro), ids)
+            tokens += batch[0].numel()
+            last = micro == gradient_accumulation_steps - 1
+            if fsdp:  # gradients are reduced across ranks on the last micro-step only
+                raw.set_requires_gradient_sync(last)
+            with model.no_sync() if ddp and not last else contextlib.nullcontext():
+                with amp:
+                    loss = loss_of(model, batch, gen, mine, ids["mask"])
+                (loss / gradient_accumulation_steps).backward()
+            loss_sum += loss.detach()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
+        loss_val, gnorm = (x / _world for x in all_sum(loss_sum / gradient_accumulation_steps, gnorm))
+        if not (math.isfinite(loss_val) and math.isfinite(gnorm)):
+            raise SystemExit(f"error: non-finite loss ({loss_val}) or grad norm ({gnorm}) at step {step + 1}; "
+                             f"stopped before the update, no checkpoint written. Newest good checkpoint: "
+                             f"{find_checkpoint()}. Lower --learning_rate or check the data, then --resume=True")
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        dt = time.time() - t0
+        dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt
+        if step % log_steps == 0 or step == total:
+            eta = dt_avg * (total - step)
+            print0(f"step {step}/{total} | loss {loss_val:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
+                   f"dt {dt * 1000:.0f}ms | tok/s {tokens / dt:,.0f} | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
+            log({"step": step, "loss": loss_val, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt})
+        if eval_every and step % eval_every == 0 and step < total:
+            run_eval()
+        if save_every and step % save_every == 0 and step < total:
+            save_checkpoint(f"checkpoint-{step}", step, raw, tok, opt, sched, gen, loss_val)
+    run_eval()
+    save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss_val)
+    if wandb:
+        wandb.finish()
+    if _world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    configure(globals())
+    main()
