@@ -1,0 +1,151 @@
+"""
+Sampling speed of sample.py on a converted SmolLM2-135M (CPU), printed as a table.
+
+    python bench/sample_bench.py --model_name_or_path=.models/a2d/SmolLM2-135M
+
+Prompt: a few-shot GSM8K prompt of about `prompt_tokens` tokens (train shots, then a test
+question), raw text. 256 new tokens in blocks of 32.
+
+BD3LM: the exact incremental KV cache against the reference's method (the whole prefix
+re-run at every block, a fresh copy of its cache at every step), steps=64 and 256. Both
+must give the same tokens.
+
+MDLM: cache none (exact: the whole canvas every step) | prefix | dual, times threshold
+off / 0.9, at steps=256 (one token per step without threshold). The exact path costs a
+full forward over ~1250 tokens per token, so every MDLM row runs only the first
+`mdlm_blocks` block(s) of the 256-token canvas and is stopped there; tokens/s is tokens
+finished / time, agreement is with the exact path's tokens over those blocks.
+
+EOS is switched off (set to the mask id, which is never proposed), so every run produces
+all its tokens: this measures throughput. Numbers on a shared machine are noisy: other
+jobs take CPU time, and one thread (the default) is far steadier than two there.
+
+On a GPU, a random model of Qwen3-0.6B's shape (the tokenizer still comes from
+model_name_or_path; in bf16, exact and recompute may differ in a few near-tied tokens):
+
+    python bench/sample_bench.py --device=cuda --shape=qwen3-0.6b
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import sample  # noqa: E402
+from configurator import configure  # noqa: E402
+
+# -----------------------------------------------------------------------------
+model_name_or_path = os.path.join(ROOT, ".models/a2d/SmolLM2-135M")
+data_dir = os.path.join(os.path.dirname(ROOT), "shared", "data", "gsm8k")
+prompt_tokens = 1000
+max_new_tokens = 256
+block_size = 32
+bd3lm_steps = [64, 256]
+mdlm_steps = 256
+mdlm_blocks = 1  # blocks of the MDLM canvas each MDLM row runs before it is stopped
+thresholds = [None, 0.9]
+right_shift_logits = True  # the converted, not yet trained SmolLM2 is an AR model: logit i predicts token i+1
+device = "cpu"
+dtype = ""  # default float32 on CPU, bfloat16 on CUDA
+shape = ""  # qwen3-0.6b: time a random A2D model of that shape instead of the checkpoint's weights
+threads = 1
+# -----------------------------------------------------------------------------
+configure(globals())
+torch.set_num_threads(threads)
+
+
+def fewshot_prompt(tok):
+    shots = [json.loads(line) for line in open(os.path.join(data_dir, "train.jsonl"))]
+    question = json.loads(open(os.path.join(data_dir, "test.jsonl")).readline())["question"]
+    text = ""
+    for s in shots:
+        shot = f"Question: {s['question']}\nAnswer: {s['answer']}\n\n"
+        if len(tok(text + shot, add_special_tokens=False).input_ids) > prompt_tokens - 60:
+            break
+        text += shot
+    return tok(text + f"Question: {question}\nAnswer:", add_special_tokens=False).input_ids, text.count("Question:")
+
+
+class Stop(Exception):
+    pass
+
+
+def run_blocks(model, ids, n_blocks, **kw):
+    """generate, stopped once the first n_blocks blocks are final -> (tokens, nfe, seconds)."""
+    seen = {}
+    n = n_blocks * block_size
+
+    def on_step(step, region):
+        seen["nfe"], seen["tokens"] = step, region[0, :n].tolist()
+        if (region[0, :n] != kw["mask_token_id"]).all():
+            raise Stop
+    t0 = time.perf_counter()
+    try:
+        sample.generate(model, [ids], on_step=on_step, **kw)
+    except Stop:
+        pass
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return seen["tokens"], seen["nfe"], time.perf_counter() - t0
+
+
+def main():
+    model, tok, d = sample.load(model_name_or_path, dtype=dtype or None, device=device)
+    name = os.path.basename(model_name_or_path.rstrip("/"))
+    if shape == "qwen3-0.6b":  # Config's defaults are Qwen3-0.6B's shape
+        from model import Config, Model
+        dt = model.lm_head.weight.dtype  # what load() picked: bfloat16 on CUDA, float32 on CPU
+        model = Model(Config(model_type="a2d-qwen3", mask_token_id=d["mask_token_id"])).init_weights(seed=0)
+        model = model.to(device=device, dtype=dt)
+        name = "random Qwen3-0.6B-shaped A2D model"
+    elif shape:
+        raise SystemExit(f"error: unknown --shape={shape!r}; choose qwen3-0.6b or leave it empty")
+    ids, shots = fewshot_prompt(tok)
+    kw = dict(d, block_size=block_size, right_shift_logits=right_shift_logits, eos_token_id=[d["mask_token_id"]])
+    del kw["method"]
+    sample.generate(model, [ids[:64]], method="bd3lm", max_new_tokens=32, steps=4, **kw)  # warm-up
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU {cpu}, {threads} thread(s)"
+    print(f"{name}, {str(model.lm_head.weight.dtype).removeprefix('torch.')}, {where}, torch {torch.__version__}")
+    print(f"prompt: {len(ids)} tokens ({shots}-shot GSM8K), {max_new_tokens} new tokens, block {block_size}, "
+          f"right_shift_logits={right_shift_logits}\n")
+    head = f"{'method':7} {'cache':10} {'thresh':>6} {'steps':>5} {'tokens':>6} {'NFE':>5} {'seconds':>8} " \
+           f"{'tok/s':>7} {'speedup':>8}  agreement"
+    print(head + "\n" + "-" * len(head))
+
+    def row(m, cache, thr, steps, n, nfe, secs, base, agree):
+        print(f"{m:7} {cache:10} {'-' if thr is None else thr:>6} {steps:>5} {n:>6} {nfe:>5} {secs:>8.1f} "
+              f"{n / secs:>7.2f} {base / secs if base else 1.0:>7.1f}x  {agree}", flush=True)
+
+    for steps in bd3lm_steps:
+        ref = sample.generate(model, [ids], method="bd3lm", cache="recompute", steps=steps,
+                              max_new_tokens=max_new_tokens, **kw)
+        n = len(ref.sequences[0])
+        row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, "(reference method)")
+        out = sample.generate(model, [ids], method="bd3lm", cache="exact", steps=steps,
+                              max_new_tokens=max_new_tokens, **kw)
+        diff = sum(a != b for a, b in zip(out.sequences[0], ref.sequences[0]))
+        row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
+            "identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ")
+
+    mkw = dict(kw, method="mdlm", steps=mdlm_steps, max_new_tokens=max_new_tokens)
+    base, base_tokens = None, None
+    for cache in ("none", "prefix", "dual"):
+        for thr in thresholds:
+            toks, nfe, secs = run_blocks(model, ids, mdlm_blocks, cache=cache, threshold=thr, **mkw)
+            if base is None:
+                base, base_tokens = secs, toks
+            agree = sum(a == b for a, b in zip(toks, base_tokens)) / len(toks)
+            row("mdlm", cache, thr, mdlm_steps, len(toks), nfe, secs, base, f"{agree:.0%} of exact's tokens")
+    print(f"\nmdlm rows: the first {mdlm_blocks} block(s) of a {max_new_tokens}-token canvas, then stopped.")
+
+
+if __name__ == "__main__":
+    main()

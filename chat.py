@@ -1,0 +1,201 @@
+"""
+Chat with an A2D diffusion LM and watch the answer denoise.
+
+    python chat.py --model_name_or_path=DIR                 # multi-turn, with the chat template
+    python chat.py --model_name_or_path=DIR --chat_template=False --remasking=random --temperature=0.7
+                                                           # raw continuation; Enter alone = from scratch
+
+On a terminal the answer is drawn live: every masked position is a placeholder that
+fills in step by step, then the final text stays. Without a terminal (a pipe) only the
+answers are printed, one after the other, so the script can be driven by other programs.
+
+Commands: /reset (forget the conversation), /set key=value (a sampler setting, e.g.
+/set steps=64, /set method=mdlm, /set threshold=0.9), /help, /exit. EOF or Ctrl-C quits.
+"""
+
+import shutil
+import sys
+
+import torch
+
+from sample import generate, load
+
+# -----------------------------------------------------------------------------
+# drawing the denoising canvas
+
+
+def render(tok, ids, mask_token_id, eos_token_id, placeholder="░"):
+    """One canvas row -> text: masks drawn as placeholders, nothing after the first EOS."""
+    eos = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
+    parts, run = [], []
+    for t in ids:
+        if t in eos:
+            break
+        if t == mask_token_id:
+            if run:  # decode runs of tokens together, so multi-token characters come out whole
+                parts.append(tok.decode(run, skip_special_tokens=True))
+                run = []
+            parts.append(placeholder)
+        else:
+            run.append(t)
+    if run:
+        parts.append(tok.decode(run, skip_special_tokens=True))
+    return "".join(parts)
+
+
+def render_frames(tok, history, mask_token_id, eos_token_id, row=0, placeholder="░"):
+    """GenerateOutput.history -> one text frame per denoising step (the first: all masks)."""
+    return [render(tok, h[row].tolist(), mask_token_id, eos_token_id, placeholder) for h in history]
+
+
+def live_view(stream):
+    """-> show(text): redraw text over the previous frame (ANSI: cursor up, clear below)."""
+    drawn = [0]  # lines of the frame on screen
+
+    def show(text):
+        cols, rows = shutil.get_terminal_size((80, 24))
+        lines = []
+        for line in text.split("\n"):
+            lines += [line[i:i + cols] for i in range(0, max(len(line), 1), cols)]
+        lines = lines[-(rows - 2):]  # a frame taller than the screen cannot be redrawn in place
+        if drawn[0]:
+            stream.write(f"\x1b[{drawn[0]}F")
+        stream.write("\x1b[J" + "\n".join(lines) + "\n")
+        stream.flush()
+        drawn[0] = len(lines)
+    return show
+
+
+# -----------------------------------------------------------------------------
+# the loop
+
+HELP = """commands:
+  /reset            forget the conversation
+  /set key=value    change a sampler setting (/set alone lists them)
+  /help             this text
+  /exit             quit (EOF and Ctrl-C quit too)"""
+
+
+def main():
+    from configurator import parse_value
+    if not model_name_or_path:
+        raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
+    try:
+        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    if chat_template and not tok.chat_template:
+        raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
+    settings = dict(d, method=method or d["method"], block_size=block_size or d["block_size"],
+                    max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
+                    cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache, stop_at_eos=True,
+                    eos_suppress_steps=eos_suppress_steps)
+    tty = sys.stdout.isatty()
+    info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
+    if tty and sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+    live = tty if visualize == "auto" else parse_value("visualize", visualize, True)
+    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    limit = model.config.max_position_embeddings
+    messages = []
+    mode = "chat" if chat_template else "raw continuation (Enter alone: generate from scratch)"
+    print(f"{model_name_or_path}: {settings['method']}, block {settings['block_size']}, {mode}. /help for commands.",
+          file=info)
+    while True:
+        try:
+            line = input("> " if tty else "")
+        except EOFError:
+            print(file=info)
+            return
+        cmd = line.strip()
+        if cmd.startswith("/"):
+            name, _, arg = cmd.partition(" ")
+            if name in ("/exit", "/quit"):
+                return
+            elif name == "/help":
+                print(HELP, file=info)
+            elif name == "/reset":
+                messages = []
+                print("(conversation cleared)", file=info)
+            elif name == "/set" and not arg:
+                print("\n".join(f"  {k}={v!r}" for k, v in sorted(settings.items()) if k != "stop_at_eos"), file=info)
+            elif name == "/set":
+                key, eq, raw = arg.strip().partition("=")
+                key = key.strip()
+                if not eq or key not in settings:
+                    print(f"usage: /set key=value with key one of {', '.join(sorted(settings))}", file=info)
+                    continue
+                try:
+                    settings[key] = parse_value(key, raw.strip(), settings[key])
+                except SystemExit as e:  # parse_value reports bad values as SystemExit(message)
+                    print(e, file=info)
+                    continue
+                print(f"{key}={settings[key]!r}", file=info)
+            else:
+                print(f"unknown command {name}; /help lists them", file=info)
+            continue
+        if chat_template:
+            messages.append({"role": "user", "content": line})
+            ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        else:
+            ids = tok(line, add_special_tokens=False).input_ids
+        budget = limit - settings["max_new_tokens"]
+        if len(ids) > budget:
+            print(f"(the conversation is longer than the context: keeping its last {budget} tokens; /reset to start "
+                  f"over)", file=info)
+            ids = ids[-max(budget, 0):]
+        show = live_view(sys.stdout) if live else None
+        if live:
+            show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
+        on_step = (lambda s, region: show(render(tok, region[0].tolist(), d["mask_token_id"], d["eos_token_id"]))
+                   ) if live else None
+        try:
+            out = generate(model, [ids], generator=gen, on_step=on_step, **settings)
+        except ValueError as e:
+            print(f"error: {e}", file=info)
+            if chat_template:
+                messages.pop()
+            continue
+        text = tok.decode(out.sequences[0], skip_special_tokens=True)
+        if live:
+            show(text)
+            n = len(out.sequences[0])
+            print(f"\x1b[2m[{n} tokens, {out.nfe} forward passes, {out.seconds:.1f}s, "
+                  f"{n / max(out.seconds, 1e-9):.1f} tokens/s]\x1b[0m", flush=True)
+        else:
+            print(text, flush=True)
+        if chat_template:
+            messages.append({"role": "assistant", "content": text})
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    # -------------------------------------------------------------------------
+    model_name_or_path = ""
+    chat_template = True  # False: raw continuation, no history
+    visualize = "auto"  # auto (on when stdout is a terminal) | true | false
+    seed = 42
+    dtype = ""  # default bfloat16 on CUDA, float32 on CPU
+    device = ""
+    # sampler (changeable with /set); method and block_size default to the checkpoint's
+    method = ""
+    block_size = 0
+    max_new_tokens = 128
+    steps = 128
+    temperature = 0.0
+    remasking = "low_confidence"
+    cfg_scale = 0.0
+    threshold = None
+    factor = None
+    cache = "none"
+    eos_suppress_steps = 0
+    # -------------------------------------------------------------------------
+    configure(globals())
+    try:
+        main()
+    except KeyboardInterrupt:
+        print()
+    sys.exit(0)

@@ -1,0 +1,757 @@
+"""
+Sample from an A2D diffusion LM.
+
+    python sample.py --model_name_or_path=DIR --prompt="Lebron James is" --chat_template=False
+    python sample.py --model_name_or_path=DIR --prompt_file=prompts.jsonl --output=out.jsonl --batch_size=8
+    echo "What is 7 * 6?" | python sample.py --model_name_or_path=DIR --method=mdlm --threshold=0.9
+
+Two samplers, both importable (chat.py and eval.py call them):
+
+  MDLM  - the answer is a row of masks after the prompt, denoised left to right in
+          blocks with bidirectional attention over the whole canvas (LLaDA style).
+  BD3LM - blocks are generated one after the other; a block attends to itself and to
+          everything before it (block-causal), so finished blocks are a KV cache.
+
+At temperature 0 both are token-identical to dLLM's MDLMSampler / BD3LMSampler.
+What is ours: BD3LM keeps an exact incremental KV cache (the prompt's K/V are
+computed once, each denoising step runs only the current block against the cache,
+a finished block's K/V are written by the next block's first step), where the
+reference re-runs the whole prefix for every block and deep-copies its cache every
+step. MDLM gets Fast-dLLM's approximate prefix / dual caches, and both get threshold /
+factor parallel decoding.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from model import Model, resolve_model_dir
+
+# -----------------------------------------------------------------------------
+# loading
+
+
+def load(model_name_or_path, dtype=None, device=None):
+    """A checkpoint dir (or hub id) -> (model, tokenizer, defaults).
+
+    defaults holds the sampler keywords the checkpoint decides, ready for
+    generate(model, prompts, **defaults): method, block_size, mask_token_id,
+    right_shift_logits, eos_token_id (a list: every id that ends an answer),
+    pad_token_id, bos_token_id."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(dtype, str):
+        if dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"unknown dtype {dtype!r}; choose bfloat16, float16 or float32")
+        dtype = getattr(torch, dtype)
+    dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+    path = resolve_model_dir(model_name_or_path)
+    model = Model.from_pretrained(path, dtype=dtype, device=device)
+    import transformers  # here, not at the top: it takes seconds to import
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    c = model.config
+    if not c.is_a2d:
+        print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one; sampling it as a "
+              f"diffusion LM gives noise. Convert it first: python convert.py --model_name_or_path={path}",
+              file=sys.stderr)
+    mask = c.mask_token_id if c.mask_token_id is not None else tok.mask_token_id
+    if mask is None:
+        raise ValueError(f"{path} has no mask token (config.json mask_token_id or tokenizer mask_token); "
+                         f"make the checkpoint with convert.py")
+    # the chat EOS (<|im_end|>, <|eot_id|>) may differ from the tokenizer's eos_token: stop at all of them
+    eos = [tok.eos_token_id] + (c.eos_token_id if isinstance(c.eos_token_id, list) else [c.eos_token_id])
+    for t in ("<|im_end|>", "<|eot_id|>"):
+        if t in (tok.chat_template or "") and t in tok.get_vocab():
+            eos.append(tok.convert_tokens_to_ids(t))
+    eos = list(dict.fromkeys(e for e in eos if e is not None))
+    if not eos:
+        raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
+    defaults = dict(
+        method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
+        block_size=c.block_size or 32,
+        mask_token_id=mask,
+        right_shift_logits=bool(c.right_shift_logits),
+        eos_token_id=eos,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
+        bos_token_id=tok.bos_token_id,
+    )
+    return model, tok, defaults
+
+
+# -----------------------------------------------------------------------------
+# one denoising step: how many to unmask, what to propose, which to commit
+
+
+@lru_cache(maxsize=None)
+def unmask_prob(k, steps):
+    # P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
+    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. Evaluated in float32
+    # the way the reference's scheduler does it, because its rounding decides the x.5 ties
+    # of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
+    s = torch.tensor((k - 1) / steps, dtype=torch.float32)
+    t = torch.tensor(k / steps, dtype=torch.float32)
+    return 1 - ((1 - (1 - s)) / (1 - (1 - t))).item()
+
+
+def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
+    """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps.
+
+    Each step unmasks round_half_even(n_left * unmask_prob) (or a binomial draw).
+    Steps that would unmask nothing are dropped: the model is not conditioned on t,
+    so they would only repeat the same forward. Rows are right-padded with zeros."""
+    rows = []
+    for n in n_masked.tolist():
+        row = []
+        for k in range(steps, 0, -1):
+            if n == 0:
+                break
+            p = unmask_prob(k, steps)
+            if stochastic:
+                dev = generator.device if generator is not None else "cpu"
+                c = int(torch.binomial(torch.tensor([float(n)], device=dev), torch.tensor([p], device=dev),
+                                       generator=generator).item())
+            else:
+                c = round(n * p)  # python's round is half-to-even, as torch.round
+            c = min(c, n)
+            n -= c
+            if c > 0:
+                row.append(c)
+        rows.append(row)
+    S = max((len(r) for r in rows), default=0)
+    return torch.tensor([r + [0] * (S - len(r)) for r in rows], dtype=torch.long).view(len(rows), S)
+
+
+def propose(logits, temperature, remasking, begin_suppress_tokens=None, generator=None):
+    """logits (B, W, V) -> proposed tokens (B, W) and their confidence (B, W)."""
+    if temperature > 0:
+        # Gumbel-max in float64 (low precision Gumbel hurts generation, arXiv:2409.02908)
+        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        x0 = (logits.double().exp() / (-torch.log(u)) ** temperature).argmax(-1)
+    else:
+        x0 = logits.argmax(-1)
+    if begin_suppress_tokens:
+        # as in the reference: applied after the proposal, so it only lowers the confidence
+        logits = logits.clone()
+        logits[..., begin_suppress_tokens] = -torch.inf
+    if remasking == "low_confidence":
+        conf = F.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)
+    else:  # random
+        conf = torch.rand(x0.shape, device=x0.device, generator=generator)
+    return x0, conf
+
+
+def select(conf, k=None, threshold=None, factor=None):
+    """conf (B, W), -inf where a position may not change -> bool (B, W): commit now.
+
+    Schedule: the k[j] most confident. threshold: every candidate with conf >= threshold.
+    factor: the top n, for the largest n with (n+1)(1 - conf_n) <= factor (conf_n the
+    n-th best; the left side grows with n, so this is a prefix of the ranking).
+    threshold / factor commit at least the single best candidate."""
+    B, W = conf.shape
+    cand = conf > -torch.inf
+    take = torch.zeros_like(cand)
+    if threshold is None and factor is None:
+        for j in range(B):
+            kj = min(int(k[j]), int(cand[j].sum()))
+            if kj > 0:
+                take[j, torch.topk(conf[j], kj).indices] = True
+        return take
+    if threshold is not None:
+        take = cand & (conf >= threshold)
+    else:
+        srt, idx = conf.sort(-1, descending=True)
+        n = torch.arange(1, W + 1, device=conf.device)
+        ok = ((n + 1) * (1 - srt) <= factor).long().cumprod(-1).sum(-1, keepdim=True)  # (B, 1)
+        take = take.scatter(1, idx, n[None] <= ok)
+    best = torch.zeros_like(cand).scatter(1, conf.argmax(-1, keepdim=True), True)
+    return (take | best) & cand
+
+
+def first_eos_done(region, eos, mask_id):
+    # (B, W) -> (B,) rows whose answer is settled: an EOS with no mask before it
+    is_eos = torch.isin(region, eos)
+    first = torch.where(is_eos.any(1), is_eos.long().argmax(1), region.shape[1])
+    before = torch.arange(region.shape[1], device=region.device)[None] < first[:, None]
+    return is_eos.any(1) & ~((region == mask_id) & before).any(1)
+
+
+def trim(ids, eos):
+    for i, t in enumerate(ids):
+        if t in eos:
+            return ids[:i]
+    return ids
+
+
+@dataclass
+class GenerateOutput:
+    sequences: list  # list[list[int]]: completion ids per prompt (no prompt, no padding)
+    nfe: int  # forward passes of the network
+    seconds: float  # wall time of the call
+    history: list | None = None  # (B, W) canvas region after every step, first entry before any
+
+
+# -----------------------------------------------------------------------------
+# MDLM: the whole canvas, denoised block by block with bidirectional attention
+
+
+def _check(steps, block_size, remasking="low_confidence", threshold=None, factor=None, temperature=0.0, **_):
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if remasking not in ("low_confidence", "random"):
+        raise ValueError(f"unknown remasking {remasking!r}; choose low_confidence or random")
+    if threshold is not None and factor is not None:
+        raise ValueError("set threshold or factor, not both")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if factor is not None and factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+
+
+def _as_lists(prompts):
+    return [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts]
+
+
+def _eos_list(eos_token_id):
+    eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    if not eos or eos[0] is None:
+        raise ValueError("eos_token_id is required (an int or a list of ints)")
+    return list(eos)
+
+
+def _synced_time(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@torch.no_grad()
+def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_per_block, temperature=0.0,
+               remasking="low_confidence", stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None,
+               suppress_tokens=None, begin_suppress_tokens=None, right_shift_logits=False, threshold=None,
+               factor=None, cache="none", stop_at_eos=False, eos_suppress_steps=0, return_history=False,
+               generator=None, on_step=None):
+    """Denoise canvas x (B, T) in place. blocks: per block, (start, end, lo, hi) (B,) tensors:
+    the schedule counts masks in [start, end), candidates are masks in [lo, hi).
+    regions (B, W) indices into x: what history / on_step / stop_at_eos look at."""
+    if cache not in ("none", "prefix", "dual"):
+        raise ValueError(f"unknown cache {cache!r} for mdlm; choose none (exact), prefix or dual")
+    B, T = x.shape
+    dev, mask = x.device, mask_token_id
+    eos_t = torch.tensor(eos, device=dev)
+    col = torch.arange(T, device=dev)
+    pos_ids = col.expand(B, T)
+    # CFG: the unconditional rows see the given tokens (prompt) masked
+    given = (x != mask) & amask.bool()
+    if cfg_keep_tokens:
+        given &= ~torch.isin(x, torch.tensor(cfg_keep_tokens, device=dev))
+    if cfg_scale > 0:
+        amask, pos_ids = amask.repeat(2, 1), pos_ids.repeat(2, 1)
+    kv = model.new_cache(amask.shape[0], T) if cache != "none" else None
+    if amask.all():  # no padding: attention without a mask runs a faster kernel
+        amask = None
+    history = [x.gather(1, regions).cpu()] if return_history else None
+    nfe, gstep = 0, 0
+    for start, end, lo, hi in blocks:
+        in_block = (col >= start[:, None]) & (col < end[:, None])
+        window = (col >= lo[:, None]) & (col < hi[:, None])
+        sched = None
+        if threshold is None and factor is None:
+            sched = transfer_schedule(((x == mask) & in_block).sum(1), steps_per_block, stochastic_transfer, generator)
+        cols = ((x == mask) & window).any(0).nonzero()
+        if len(cols) == 0:
+            continue
+        # logits are needed on [wlo, whi) only; right-shift needs the one before too
+        wlo, whi = int(cols[0]), int(cols[-1]) + 1
+        fs = max(wlo - 1, 0) if right_shift_logits else wlo
+        i = 0
+        while True:
+            cand = (x == mask) & window
+            if (sched is not None and i >= sched.shape[1]) or (sched is None and not cand.any()):
+                break
+            inp = x if cfg_scale == 0 else torch.cat([x, torch.where(given, mask, x)])
+            kw = dict(attention_mask=amask, causal=False, return_hidden=True)
+            if cache == "none":  # exact: the whole canvas, every step
+                h = model(inp, position_ids=pos_ids, logits_slice=slice(fs, whi), **kw)
+            elif i == 0:  # refresh the cache with a full forward at block start (it is a step too)
+                kv.length = 0
+                h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
+                          logits_slice=slice(fs, whi), **kw)
+                if cache == "prefix":
+                    kv.length = fs  # keep the prefix; the suffix is recomputed every step
+            elif cache == "prefix":  # the block and everything after it, against the cached prefix
+                h = model(inp[:, fs:], position_ids=pos_ids[:, fs:], cache=kv, cache_pos=fs,
+                          logits_slice=slice(0, whi - fs), **kw)
+            else:  # dual: only the block; the masked suffix's K/V stay as they were at block start
+                h = model(inp[:, fs:whi], position_ids=pos_ids[:, fs:whi], cache=kv, cache_pos=fs, **kw)
+            nfe += 1
+            # h (R, whi - fs, C) covers columns [fs, whi). The LM head runs only where a token may be
+            # committed; with right-shift the logit of column c-1 predicts token c (column 0: itself)
+            cols = cand.any(0).nonzero()[:, 0]  # (n,)
+            src = (cols - 1).clamp(min=0) if right_shift_logits else cols
+            logits = model.lm_head(h[:, src - fs])  # (R, n, V)
+            if cfg_scale > 0:
+                cond, un = logits.chunk(2)
+                logits = un + (cfg_scale + 1) * (cond - un)
+            if suppress_tokens:
+                logits[..., suppress_tokens] = -torch.inf
+            if gstep < eos_suppress_steps:
+                logits[..., eos] = -torch.inf
+            x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)
+            # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
+            conf_full = torch.full((B, T), -torch.inf, dtype=conf.dtype, device=dev)
+            conf_full[:, cols] = conf
+            conf_full = conf_full.masked_fill(~cand, -torch.inf)
+            take = select(conf_full, sched[:, i] if sched is not None else None, threshold, factor)
+            x0_full = x.clone()
+            x0_full[:, cols] = x0
+            x[take] = x0_full[take]
+            i, gstep = i + 1, gstep + 1
+            region = x.gather(1, regions)
+            if history is not None:
+                history.append(region.cpu())
+            if on_step is not None:
+                on_step(gstep, region)
+            if stop_at_eos and first_eos_done(region, eos_t, mask).all():
+                return nfe, history
+    return nfe, history
+
+
+def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=None, bos_token_id=None,
+                  max_new_tokens=128, steps=128, block_size=32, right_shift_logits=False, stop_at_eos=False,
+                  **options):
+    """MDLM sampling. Canvas: prompt, then max_new_tokens masks; shorter rows padded with EOS
+    (excluded by the attention mask). The masks are split into blocks of block_size, each
+    denoised in ceil(steps / num_blocks) steps. options: temperature, remasking,
+    stochastic_transfer, cfg_scale, cfg_keep_tokens, suppress_tokens, begin_suppress_tokens,
+    threshold, factor, cache (none: exact | prefix | dual: approximate, refreshed at every
+    block start), eos_suppress_steps, return_history, generator, on_step (see generate).
+    pad_token_id is unused: MDLM pads with EOS, as the reference."""
+    _check(steps, block_size, **options)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    eos = _eos_list(eos_token_id)
+    prompts = _as_lists(prompts)
+    if right_shift_logits:  # an empty prompt has no logit to shift in: start it with BOS
+        prompts = [p or [bos_token_id] for p in prompts]
+    B, N, bs = len(prompts), max_new_tokens, block_size
+    lens = torch.tensor([len(p) for p in prompts], device=dev)
+    T = int(lens.max()) + N
+    x = torch.full((B, T), eos[0], dtype=torch.long, device=dev)
+    col = torch.arange(T, device=dev)
+    for j, p in enumerate(prompts):
+        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
+    gen = (col >= lens[:, None]) & (col < lens[:, None] + N)
+    x[gen] = mask_token_id
+    amask = (col < lens[:, None] + N).long()
+    blocks = []
+    for b in range(math.ceil(N / bs)):
+        start = lens + b * bs
+        # candidates: every mask left of this block's end (so a mask inside the prompt, too)
+        blocks.append((start, torch.minimum(start + bs, lens + N), torch.zeros_like(lens), start + bs))
+    regions = lens[:, None] + torch.arange(N, device=dev)
+    nfe, history = _mdlm_loop(model, x, amask, blocks, regions, mask_token_id=mask_token_id, eos=eos,
+                              steps_per_block=math.ceil(steps / len(blocks)), right_shift_logits=right_shift_logits,
+                              stop_at_eos=stop_at_eos, **options)
+    seqs = x.gather(1, regions).tolist()
+    seqs = [trim(s, eos) if stop_at_eos else s for s in seqs]
+    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+
+
+def infill(model, inputs, *, mask_token_id, eos_token_id, bos_token_id=None, block_size=None, steps=128,
+           right_shift_logits=False, **options):
+    """Fill the mask tokens already inside `inputs`, never changing the known tokens.
+
+    The whole (EOS right-padded) sequence is cut into blocks of block_size (default: one
+    block) filled left to right, MDLM style with bidirectional attention, whatever the
+    checkpoint's objective. Returns the completed sequences (same lengths as the inputs).
+    options as mdlm_generate's; generate's other keywords (method, cache, max_new_tokens,
+    pad_token_id, stop_at_eos, ...) are accepted and ignored."""
+    for k in ("method", "cache", "max_new_tokens", "pad_token_id", "stop_at_eos", "exclude_pad_tokens"):
+        options.pop(k, None)
+    _check(steps, block_size, **options)
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    eos = _eos_list(eos_token_id)
+    inputs = _as_lists(inputs)
+    if right_shift_logits:
+        inputs = [p or [bos_token_id] for p in inputs]
+    B = len(inputs)
+    lens = torch.tensor([len(p) for p in inputs], device=dev)
+    T = int(lens.max())
+    bs = block_size or T
+    x = torch.full((B, T), eos[0], dtype=torch.long, device=dev)
+    for j, p in enumerate(inputs):
+        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
+    amask = (torch.arange(T, device=dev) < lens[:, None]).long()
+    blocks = []
+    for b in range(math.ceil(T / bs)):
+        start = torch.full_like(lens, b * bs)
+        end = torch.maximum(torch.minimum(start + bs, lens), start)
+        blocks.append((start, end, start, end))
+    regions = torch.arange(T, device=dev).expand(B, T)
+    nfe, history = _mdlm_loop(model, x, amask, blocks, regions, mask_token_id=mask_token_id, eos=eos,
+                              steps_per_block=math.ceil(steps / len(blocks)), right_shift_logits=right_shift_logits,
+                              **options)
+    seqs = [row[:n] for row, n in zip(x.tolist(), lens.tolist())]
+    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+
+
+# -----------------------------------------------------------------------------
+# BD3LM: block by block, block-causal attention, exact incremental KV cache
+
+
+@torch.no_grad()
+def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=None, bos_token_id=None,
+                   max_new_tokens=128, steps=128, block_size=32, temperature=0.0, remasking="low_confidence",
+                   stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
+                   begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None,
+                   cache="exact", stop_at_eos=False, eos_suppress_steps=0, return_history=False,
+                   generator=None, on_step=None, exclude_pad_tokens=True):
+    """BD3LM sampling. Prompts are left-padded with pad_token_id to a multiple of block_size;
+    padding is no key and takes no position (position ids count real tokens only). Block
+    boundaries are physical canvas positions, and the prompt attends block-causally across
+    them too. Stops once every row has an EOS in a finished block.
+
+    exclude_pad_tokens=True is the reference's rule: every token equal to pad_token_id is
+    padding, wherever it is, so where pad == eos (SmolLM2: <|im_end|>) the prompt's own
+    <|im_end|>s and generated EOS are dropped from attention as well. False: only the left
+    padding is padding.
+
+    cache="exact": the prompt's K/V once, each step runs only the current block against the
+    cache; a finished block's K/V are written by the next block's first step (no extra pass),
+    so NFE = steps. cache="recompute": the reference's method, the whole prefix re-run at
+    every block and a fresh copy of its cache every step."""
+    _check(steps, block_size, remasking, threshold, factor, temperature)
+    if cache not in ("exact", "recompute"):
+        raise ValueError(f"unknown cache {cache!r} for bd3lm; choose exact or recompute")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    eos = _eos_list(eos_token_id)
+    eos_t = torch.tensor(eos, device=dev)
+    pad = eos[0] if pad_token_id is None else pad_token_id
+    mask, bs, N = mask_token_id, block_size, max_new_tokens
+    prompts = _as_lists(prompts)
+    if right_shift_logits:
+        if bos_token_id is None and not all(prompts):
+            raise ValueError("right_shift_logits with an empty prompt needs bos_token_id")
+        prompts = [p or [bos_token_id] for p in prompts]
+    B = len(prompts)
+    P = math.ceil(max(len(p) for p in prompts) / bs) * bs
+    x = torch.full((B, P + N), mask, dtype=torch.long, device=dev)
+    x[:, :P] = pad
+    for j, p in enumerate(prompts):
+        if p:
+            x[j, P - len(p):P] = torch.tensor(p, dtype=torch.long)
+    valid = torch.zeros((B, P + N), dtype=torch.bool, device=dev)  # may be a key / counts as a position
+    valid[:, :P] = x[:, :P] != pad
+    if not exclude_pad_tokens:
+        valid[:, :P] = torch.arange(P, device=dev) >= P - torch.tensor([len(p) for p in prompts], device=dev)[:, None]
+    blk = torch.arange(P + N, device=dev) // bs
+    given = valid & (x != mask)  # CFG: what the unconditional rows see masked (prompt tokens only)
+    given[:, P:] = False
+    if cfg_keep_tokens:
+        given &= ~torch.isin(x, torch.tensor(cfg_keep_tokens, device=dev))
+    cfg = cfg_scale > 0
+    R = 2 * B if cfg else B  # rows through the network: conditional, then unconditional
+
+    def rows(t):  # (B, ...) -> (R, ...)
+        return t.repeat(2, *[1] * (t.dim() - 1)) if cfg else t
+
+    def inputs(a, b):  # canvas [a, b) for all R rows
+        return torch.cat([x[:, a:b], torch.where(given[:, a:b], mask, x[:, a:b])]) if cfg else x[:, a:b]
+
+    def combine(logits):
+        if not cfg:
+            return logits
+        cond, un = logits.chunk(2)
+        return un + (cfg_scale + 1) * (cond - un)
+
+    def final_view(a, Lc):
+        # queries [a, Lc) as final tokens, keys [0, Lc): block-causal, padding neither key nor query,
+        # positions counting real tokens -> mask (B, 1, Lc-a, Lc), position ids (B, Lc-a)
+        v = valid[:, :Lc]
+        am = (blk[a:Lc, None] >= blk[None, :Lc]) & v[:, None, a:Lc, None] & v[:, None, None, :]
+        return am, ((v.cumsum(1) - 1).clamp(min=0) * v)[:, a:Lc]
+
+    num_blocks = math.ceil(N / bs)
+    spb = math.ceil(steps / num_blocks)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    history = [x[:, P:].to("cpu", copy=True)] if return_history else None
+    nfe, gstep, end, stop = 0, 0, P, False
+    # exact cache: [0, committed) holds final K/V. What lies between committed and the current
+    # block (the prompt, then each finished block) rides along with the block's first step: one
+    # forward writes its K/V and denoises, and `last` (right-shift) comes out of the same pass.
+    kv = model.new_cache(R, P + N) if cache == "exact" else None
+    committed, last = 0, None
+    for b in range(num_blocks):
+        if done.all() or stop:
+            break
+        Lc, L = P + b * bs, min(bs, N - b * bs)
+        if cache == "recompute" and Lc > 0:  # the reference: the whole prefix, every block
+            kv = model.new_cache(R, Lc + L)
+            am, pos = final_view(0, Lc)
+            last = model(inputs(0, Lc), attention_mask=rows(am), position_ids=rows(pos), causal=False, cache=kv,
+                         cache_pos=0, append=True, logits_slice=slice(Lc - 1, Lc))
+            nfe += 1
+        elif cache == "recompute":
+            kv = model.new_cache(R, L)
+        # the block's queries: all masks at block start, so all valid; positions follow the prefix
+        pos_b = valid[:, :Lc].sum(1, keepdim=True) + torch.arange(L, device=dev)
+        am_b = torch.cat([valid[:, None, None, :Lc].expand(B, 1, L, Lc),
+                          torch.ones((B, 1, L, L), dtype=torch.bool, device=dev)], -1)  # (B, 1, L, Lc+L)
+        sched = None
+        if threshold is None and factor is None:
+            sched = transfer_schedule(torch.full((B,), L), spb, stochastic_transfer, generator)
+        i = 0
+        while True:
+            x_blk = x[:, Lc:Lc + L]
+            masked = x_blk == mask
+            if not masked.any() or (sched is not None and i >= sched.shape[1]):
+                break
+            a, am, pos, step_kv = Lc, am_b, pos_b, kv
+            if cache == "exact" and committed < Lc:  # ride-along: [committed, Lc) as final tokens
+                a = committed
+                am_f, pos_f = final_view(a, Lc)
+                am_f = torch.cat([am_f, am_f.new_zeros((B, 1, Lc - a, L))], -1)  # finished rows never see the block
+                am, pos = torch.cat([am_f, am_b], 2), torch.cat([pos_f, pos_b], 1)
+            if cache == "recompute":  # the reference deep-copies its prefix cache every step
+                step_kv = model.new_cache(R, Lc + L)
+                step_kv.k.copy_(kv.k)
+                step_kv.v.copy_(kv.v)
+                step_kv.length = kv.length
+            h = model(inputs(a, Lc + L), attention_mask=rows(am), position_ids=rows(pos), causal=False,
+                      cache=step_kv, cache_pos=a, return_hidden=True)  # (R, Lc+L-a, C)
+            nfe += 1
+            if a < Lc:
+                kv.length = committed = Lc  # commit the ride-along rows only
+                last = model.lm_head(h[:, Lc - a - 1:Lc - a]) if right_shift_logits else None
+                h = h[:, Lc - a:]
+            # the LM head only where a mask is left; with right-shift the logit of position c-1
+            # predicts token c, and the block's first token comes from the prefix's last logit
+            cols = masked.any(0).nonzero()[:, 0]  # (n,)
+            logits = model.lm_head(h[:, (cols - 1).clamp(min=0) if right_shift_logits else cols])  # (R, n, V)
+            if right_shift_logits and cols[0] == 0:
+                logits[:, :1] = last
+            logits = combine(logits)
+            if suppress_tokens:
+                logits[..., suppress_tokens] = -torch.inf
+            if gstep < eos_suppress_steps:
+                logits[..., eos] = -torch.inf
+            x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)  # (B, n)
+            conf_full = torch.full((B, L), -torch.inf, dtype=conf.dtype, device=dev)
+            conf_full[:, cols] = conf
+            conf_full = conf_full.masked_fill(~masked, -torch.inf)
+            x0_full = x_blk.clone()
+            x0_full[:, cols] = x0
+            take = select(conf_full, sched[:, i] if sched is not None else None, threshold, factor)
+            x[:, Lc:Lc + L] = torch.where(take, x0_full, x_blk)
+            i, gstep = i + 1, gstep + 1
+            region = x[:, P:]
+            if history is not None:
+                history.append(region.to("cpu", copy=True))
+            if on_step is not None:
+                on_step(gstep, region)
+            if stop_at_eos and first_eos_done(region, eos_t, mask).all():
+                stop = True
+                break
+        end = Lc + L
+        valid[:, Lc:end] = (x[:, Lc:end] != pad) if exclude_pad_tokens else True
+        done |= torch.isin(x[:, Lc:end], eos_t).any(1)
+    seqs = x[:, P:end].tolist()
+    seqs = [trim(s, eos) if stop_at_eos else s for s in seqs]
+    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+
+
+def generate(model, prompts, *, method="bd3lm", cache="none", **kwargs):
+    """Sample completions for a batch of prompts (token id lists, any lengths) -> GenerateOutput.
+
+    method: mdlm | bd3lm. mask_token_id; eos_token_id: an int or a list (any of them ends an
+    answer); pad_token_id: BD3LM's left padding (default: the first EOS); bos_token_id: stands
+    in for an empty prompt under right_shift_logits. max_new_tokens; steps: the total, split
+    evenly over the blocks; block_size. temperature (Gumbel-max in float64); remasking:
+    low_confidence | random; stochastic_transfer: binomial unmask counts; cfg_scale,
+    cfg_keep_tokens; suppress_tokens; begin_suppress_tokens (only lowers the confidence, as in
+    the reference); right_shift_logits. threshold / factor: parallel decoding (see select).
+    cache: mdlm none (exact) | prefix | dual (approximate); bd3lm none = the exact KV cache |
+    recompute (the reference's slow path). stop_at_eos: trim at the first EOS and stop once
+    every row's answer is settled; eos_suppress_steps: no EOS in the first n steps.
+    return_history; on_step(step, region (B, W)) after every step; generator: a
+    torch.Generator on the model's device. bd3lm also takes exclude_pad_tokens."""
+    if not prompts:
+        raise ValueError("prompts is empty")
+    if method == "mdlm":
+        kwargs.pop("exclude_pad_tokens", None)  # MDLM pads by attention mask, never by token
+        return mdlm_generate(model, prompts, cache=cache, **kwargs)
+    if method == "bd3lm":
+        return bd3lm_generate(model, prompts, cache="exact" if cache == "none" else cache, **kwargs)
+    raise ValueError(f"unknown method {method!r}; choose mdlm or bd3lm")
+
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+def read_prompts(prompt, prompt_file):
+    """-> a list of prompts: strings, or message lists (jsonl "messages")."""
+    if prompt:
+        return [prompt]
+    if prompt_file:
+        if not os.path.isfile(prompt_file):
+            raise SystemExit(f"error: --prompt_file {prompt_file!r} does not exist")
+        with open(prompt_file) as f:
+            lines = [line.rstrip("\n") for line in f]
+        if not prompt_file.endswith(".jsonl"):
+            return [line for line in lines if line.strip()]
+        items = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {prompt_file}:{i} is not valid JSON ({e.msg})")
+            if isinstance(d, dict) and isinstance(d.get("messages"), list):
+                items.append(d["messages"])
+            elif isinstance(d, dict) and isinstance(d.get("prompt"), str):
+                items.append(d["prompt"])
+            else:
+                raise SystemExit(f'error: {prompt_file}:{i} needs a "prompt" string or a "messages" list')
+        return items
+    if sys.stdin.isatty():
+        raise SystemExit("error: no prompts. Pass --prompt=TEXT, --prompt_file=FILE (.txt, one per line, or .jsonl "
+                         "with prompt or messages), or pipe prompts on stdin, one per line")
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def encode(tok, item, chat_template):
+    """A prompt string (or a message list) -> token ids."""
+    if isinstance(item, list) or chat_template:
+        if not tok.chat_template:
+            raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
+        messages = item if isinstance(item, list) else [{"role": "user", "content": item}]
+        return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    return tok(item, add_special_tokens=False).input_ids
+
+
+def main():
+    from tqdm import tqdm
+    from configurator import parse_value
+    if not model_name_or_path:
+        raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
+    if method not in ("", "mdlm", "bd3lm"):
+        raise SystemExit(f"error: --method={method!r}: choose mdlm or bd3lm (default: the checkpoint's objective)")
+    if batch_size < 1:
+        raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
+    try:
+        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    # the checkpoint decides method / block_size / mask / right-shift, flags override
+    d["method"] = method or d["method"]
+    d["block_size"] = block_size or d["block_size"]
+    d["mask_token_id"] = d["mask_token_id"] if mask_token_id < 0 else mask_token_id
+    if right_shift_logits != "":
+        d["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
+    items = read_prompts(prompt, prompt_file)
+    if not items:
+        raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
+    limit = max_length or model.config.max_position_embeddings
+    budget = limit - max_new_tokens
+    if budget < 1:
+        raise SystemExit(f"error: --max_new_tokens={max_new_tokens} leaves no room for a prompt in the context "
+                         f"of {limit} tokens; lower it")
+    ids = []
+    for i, item in enumerate(items):
+        p = encode(tok, item, chat_template)
+        if len(p) > budget:
+            print(f"warning: prompt {i} has {len(p)} tokens, more than the {budget} that fit before "
+                  f"{max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
+            p = p[-budget:]
+        ids.append(p)
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    kw = dict(d, max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
+              stochastic_transfer=stochastic_transfer, cfg_scale=cfg_scale, cfg_keep_tokens=cfg_keep_tokens,
+              suppress_tokens=suppress_tokens, begin_suppress_tokens=begin_suppress_tokens, threshold=threshold,
+              factor=factor, cache=cache, stop_at_eos=stop_at_eos, eos_suppress_steps=eos_suppress_steps,
+              generator=gen)
+    batches = [list(range(i, min(i + batch_size, len(ids)))) for i in range(0, len(ids), batch_size)]
+    num_blocks = math.ceil(max_new_tokens / kw["block_size"])
+    parallel = threshold is not None or factor is not None  # then a block takes at most block_size steps
+    per_batch = num_blocks * (kw["block_size"] if parallel else math.ceil(steps / num_blocks))
+    bar = tqdm(total=len(batches) * per_batch, unit="step", file=sys.stderr, disable=None, leave=False)
+    out_f = open(output, "w") if output else None
+    n_tok, n_fe, secs = 0, 0, 0.0
+    for bi, batch in enumerate(batches):
+        try:
+            res = generate(model, [ids[i] for i in batch], on_step=lambda s, r: bar.update(1), **kw)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+        bar.n = (bi + 1) * per_batch
+        bar.refresh()
+        n_fe, secs = n_fe + res.nfe, secs + res.seconds
+        for i, seq in zip(batch, res.sequences):
+            n_tok += len(seq)
+            text = tok.decode(seq, skip_special_tokens=True)
+            if out_f:
+                out_f.write(json.dumps(dict(prompt=items[i], completion=text, prompt_ids=ids[i], completion_ids=seq,
+                                            nfe=res.nfe, seconds=round(res.seconds, 4))) + "\n")
+            else:
+                print(text if len(ids) == 1 else f"{text}\n{'-' * 40}", flush=True)
+    bar.close()
+    if out_f:
+        out_f.close()
+    print(f"{len(ids)} prompt(s), {n_tok} tokens, {n_fe} forward passes, {secs:.1f}s "
+          f"({n_tok / max(secs, 1e-9):.1f} tokens/s, {d['method']})" + (f" -> {output}" if output else ""),
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    # -------------------------------------------------------------------------
+    model_name_or_path = ""  # a checkpoint dir (convert.py / train.py output) or a hub id
+    prompt = ""  # one prompt; else --prompt_file, else stdin (one prompt per line)
+    prompt_file = ""  # .txt (one prompt per line) or .jsonl ({"prompt": ...} or {"messages": [...]})
+    chat_template = True  # wrap plain prompts as a user turn with the tokenizer's chat template
+    output = ""  # .jsonl: prompt, completion, prompt_ids, completion_ids, nfe, seconds
+    batch_size = 1
+    seed = 42
+    dtype = ""  # default bfloat16 on CUDA, float32 on CPU
+    device = ""  # default cuda if available
+    max_length = 0  # context limit for prompt + answer; 0: the model's max_position_embeddings
+    # sampler; method / block_size / mask / right-shift default to the checkpoint's config.json
+    method = ""  # mdlm | bd3lm
+    block_size = 0
+    mask_token_id = -1
+    right_shift_logits = ""  # true | false
+    max_new_tokens = 128
+    steps = 128
+    temperature = 0.0
+    remasking = "low_confidence"  # low_confidence | random
+    stochastic_transfer = False
+    cfg_scale = 0.0
+    cfg_keep_tokens = None
+    suppress_tokens = None
+    begin_suppress_tokens = None
+    threshold = None  # Fast-dLLM parallel decoding: commit every token with confidence >= threshold
+    factor = None  # ... or the top n with (n+1)(1 - conf_n) <= factor
+    cache = "none"  # mdlm: none (exact) | prefix | dual; bd3lm: none (= exact KV cache) | recompute
+    stop_at_eos = True
+    eos_suppress_steps = 0
+    # -------------------------------------------------------------------------
+    configure(globals())
+    main()
