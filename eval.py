@@ -61,7 +61,7 @@ SAMPLER_ARGS = dict(
     stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
     begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None, cache="none",
     stop_at_eos=True,  # not the sampler's default: same answers (they are cut at EOS anyway), fewer steps
-    eos_suppress_steps=0, exclude_pad_tokens=True,
+    eos_suppress_steps=0, exclude_pad_tokens=False,
 )
 EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_greedy=False, seed=1234)
 IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here

@@ -418,16 +418,17 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
                    stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
                    begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None,
                    cache="exact", stop_at_eos=False, eos_suppress_steps=0, return_history=False,
-                   generator=None, on_step=None, exclude_pad_tokens=True):
+                   generator=None, on_step=None, exclude_pad_tokens=False):
     """BD3LM sampling. Prompts are left-padded with pad_token_id to a multiple of block_size;
     padding is no key and takes no position (position ids count real tokens only). Block
     boundaries are physical canvas positions, and the prompt attends block-causally across
     them too. Stops once every row has an EOS in a finished block.
 
-    exclude_pad_tokens=True is the reference's rule: every token equal to pad_token_id is
-    padding, wherever it is, so where pad == eos (SmolLM2: <|im_end|>) the prompt's own
-    <|im_end|>s and generated EOS are dropped from attention as well. False: only the left
-    padding is padding.
+    exclude_pad_tokens=False (default): only the left padding is padding. True is the
+    reference's rule: every token equal to pad_token_id is padding, wherever it is; where
+    pad == eos (SmolLM2: <|im_end|>) that drops the chat prompt's own <|im_end|>s from
+    attention, which the model saw in training. Both agree when the prompt holds no pad
+    token (Qwen3 pads with <|endoftext|>, which its chat prompts never contain).
 
     cache="exact": the prompt's K/V once, each step runs only the current block against the
     cache; a finished block's K/V are written by the next block's first step (no extra pass),
@@ -504,8 +505,9 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
         if cache == "recompute" and Lc > 0:  # the reference: the whole prefix, every block
             kv = model.new_cache(R, Lc + L)
             am, pos = final_view(0, Lc)
+            # as the reference's HF forward does, the LM head runs on every prefix row
             last = model(inputs(0, Lc), attention_mask=rows(am), position_ids=rows(pos), causal=False, cache=kv,
-                         cache_pos=0, append=True, logits_slice=slice(Lc - 1, Lc))
+                         cache_pos=0, append=True)[:, -1:]
             nfe += 1
         elif cache == "recompute":
             kv = model.new_cache(R, L)
@@ -543,6 +545,8 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
             # the LM head only where a mask is left; with right-shift the logit of position c-1
             # predicts token c, and the block's first token comes from the prefix's last logit
             cols = masked.any(0).nonzero()[:, 0]  # (n,)
+            if cache == "recompute":  # the reference takes the logits of the whole block
+                cols = torch.arange(L, device=dev)
             logits = model.lm_head(h[:, (cols - 1).clamp(min=0) if right_shift_logits else cols])  # (R, n, V)
             if right_shift_logits and cols[0] == 0:
                 logits[:, :1] = last

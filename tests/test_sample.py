@@ -223,11 +223,11 @@ def test_bd3lm_pad_tokens_inside_prompt(m):
     # a prompt token equal to pad_token_id is padding for the reference (SmolLM2: pad == <|im_end|>)
     ps = [[5, EOS, 7, 8, 9, 10], [11, 12, EOS, 13]]
     ref = ref_bd3lm(m, ps, 12, 12, 4)
-    assert sample.generate(m, ps, method="bd3lm", max_new_tokens=12, steps=12, block_size=4, **KW).sequences == ref
-    # exclude_pad_tokens=False keeps them as tokens: same as the reference with a pad id nobody uses
+    assert sample.generate(m, ps, method="bd3lm", max_new_tokens=12, steps=12, block_size=4, exclude_pad_tokens=True,
+                           **KW).sequences == ref
+    # exclude_pad_tokens=False (the default) keeps them as tokens: the reference with a pad id nobody uses
     ref2 = ref_bd3lm(m, ps, 12, 12, 4, pad=60)
-    got = sample.generate(m, ps, method="bd3lm", max_new_tokens=12, steps=12, block_size=4, exclude_pad_tokens=False,
-                          **KW)
+    got = sample.generate(m, ps, method="bd3lm", max_new_tokens=12, steps=12, block_size=4, **KW)
     assert got.sequences == ref2 and ref2 != ref
 
 
