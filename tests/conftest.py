@@ -23,6 +23,16 @@ def data_path(*parts):
     return p
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a loaded 2-core machine: two OpenMP threads spinning on each other make
+    every small op ~50x slower than one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _build_once(path, build):
     """Build `path` (a directory) once, even with several pytest processes racing."""
     os.makedirs(MODELS, exist_ok=True)

@@ -26,18 +26,10 @@ import eval as ev  # noqa: E402
 import sample  # noqa: E402
 from model import Config, Model, forward_mask, sample_t  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "gsm8k", "test.jsonl")),
-                                reason="shared data ../shared/data/gsm8k is missing")
+pytestmark = [pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "gsm8k", "test.jsonl")),
+                                 reason="shared data ../shared/data/gsm8k is missing"),
+              pytest.mark.usefixtures("one_thread")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a tiny model on a shared CPU runs much faster on one thread than fighting for two
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

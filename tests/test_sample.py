@@ -17,6 +17,8 @@ import torch.nn.functional as F
 import sample
 from model import Config, Model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 torch.set_grad_enabled(False)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V, MASK, EOS, BOS = 64, 63, 62, 61
@@ -150,16 +152,6 @@ KW = dict(mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS, bos_token_id=B
 @pytest.fixture(scope="module")
 def m():
     return tiny()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these models are tiny: on a loaded 2-core machine, two OpenMP threads spinning on each
-    # other make every small op ~50x slower than one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_transfer_schedule_by_hand():
