@@ -40,14 +40,13 @@ import sys
 
 import lm_eval.models  # noqa: F401  lm-eval's own models (hf, vllm, ...): its lazy import skips them once ours exist
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 import sample
 from configurator import parse_value
-from model import bd3lm_attention_mask, forward_mask, right_shift, sample_t
+from model import bd3lm_attention_mask, bd3lm_loss, forward_mask, mdlm_loss, right_shift, sample_t
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TASKS_DIR = os.path.join(ROOT, "tasks")
@@ -325,11 +324,19 @@ class A2DLM(LM):
         return out[:, out.shape[1] - (L - P):]
 
     def score(self, xt, x0, P, p_mask):
-        """-sum over masked continuation tokens of CE / p_mask, per row (B,): one unbiased ELBO draw."""
-        logits = self.logits(xt, x0, P).float()
-        target = x0[:, P:]
-        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T)
-        return -(ce * (xt[:, P:] == self.mask_id) / p_mask).sum(1)
+        """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed.
+
+        This is the training loss with w = 1/p_mask (1/t for BD3LM's linear schedule), so the
+        ELBO is model.py's mdlm_loss / bd3lm_loss (the x_t ⊕ x_0 forward) and the LM head runs
+        on the masked rows only."""
+        masked = xt == self.mask_id
+        masked[:, :P] = False
+        kw = dict(norm_type="batch", right_shift_logits=self.sampler["right_shift_logits"])
+        if self.METHOD == "mdlm":
+            loss = mdlm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], **kw)
+        else:
+            loss = bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"], **kw)
+        return -loss * xt.shape[0]  # "batch" normalisation divided the sum by B
 
     def check_mc(self):
         if self.mc_num < 1 or self.mc_num % self.batch_size:
@@ -349,7 +356,7 @@ class A2DLM(LM):
         total = 0.0
         for _ in range(self.mc_num // self.batch_size):
             xt, p_mask = self.draw(x0, P, g)
-            total += self.score(xt.to(self._device), x0.to(self._device), P, p_mask.to(self._device)).sum().item()
+            total += self.score(xt.to(self._device), x0.to(self._device), P, p_mask.to(self._device)).item()
         return total / self.mc_num
 
     @torch.no_grad()
