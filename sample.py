@@ -302,6 +302,9 @@ def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_pe
             if cfg_scale > 0:
                 cond, un = logits.chunk(2)
                 logits = un + (cfg_scale + 1) * (cond - un)
+            # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
+            # threshold, loop forever). The reference allows it; a trained model never picks it.
+            logits[..., mask] = -torch.inf
             if suppress_tokens:
                 logits[..., suppress_tokens] = -torch.inf
             if gstep < eos_suppress_steps:
@@ -551,6 +554,7 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
             if right_shift_logits and cols[0] == 0:
                 logits[:, :1] = last
             logits = combine(logits)
+            logits[..., mask] = -torch.inf  # never propose <|mask|> (see _mdlm_loop)
             if suppress_tokens:
                 logits[..., suppress_tokens] = -torch.inf
             if gstep < eos_suppress_steps:

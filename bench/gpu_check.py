@@ -4,9 +4,10 @@ GPU check (run by bench/gpu_check.sh): the CUDA-only paths and the numbers a GPU
 1. flex_attention BD3LM BlockMask vs the dense SDPA bool mask: the same loss in bf16.
 2. Train-step throughput and MFU of MDLM and BD3LM on a random Qwen3-0.6B-shaped model,
    bf16 autocast, length 1024, with the largest batch that fits (fp32 master weights, AdamW).
-3. Sampling tokens/s at batch 1 and 16: BD3LM exact cache vs the reference's recompute,
-   MDLM exact vs dual cache + threshold 0.9 (random weights: speed only, EOS switched off).
-4. Peak memory of each.
+3. Sampling at batch 1 and 16, the issue's table: BD3LM exact cache vs the reference's
+   recompute at steps 64 and 256; MDLM cache none | prefix | dual x threshold off | 0.9
+   (random weights: speed only, EOS switched off), with peak memory.
+4. BD3LM exact vs recompute tokens in float32 on CUDA: they must be identical.
 
     python bench/gpu_check.py              # on a GPU, ~5 min
     python bench/gpu_check.py --tiny=True  # a CPU smoke run of the same code on a tiny model
@@ -30,7 +31,7 @@ seq_len = 1024
 block_size = 32
 batches = [64, 48, 32, 24, 16, 12, 8, 4, 2, 1]  # tried largest first until one fits
 train_iters = 6
-prompt_len = 512
+prompt_len = 1000
 new_tokens = 256
 peak_tflops = 989.0  # dense bf16 of an H100/H200 SXM; MFU = achieved / this
 # -----------------------------------------------------------------------------
@@ -130,23 +131,47 @@ def train_throughput():
 
 def sampling():
     print(f"\n## 3. sampling, random weights, prompt {prompt_len}, {new_tokens} new tokens, block {block_size}")
-    print("| method | cache | batch | steps | NFE | tokens/s | peak GiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("random weights never reach threshold 0.9, so those rows show the per-call cost, not the NFE saving")
+    print("| method | cache | batch | steps | NFE | seconds | tokens/s | speedup | same tokens as | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     model.eval()
     g = torch.Generator().manual_seed(0)
     never = cfg.mask_token_id  # EOS set to the mask id, never proposed: every run makes all its tokens
-    runs = [("bd3lm", "exact", None), ("bd3lm", "recompute", None), ("mdlm", "none", None),
-            ("mdlm", "dual", 0.9)]
+    kw = dict(mask_token_id=cfg.mask_token_id, eos_token_id=never, pad_token_id=never,
+              max_new_tokens=new_tokens, block_size=block_size)
+
+    def run(method, cache, thr, B, steps, base=None, prompts=None):
+        reset_peak()
+        out = generate(model, prompts, method=method, cache=cache, threshold=thr, steps=steps, **kw)
+        n = sum(len(s) for s in out.sequences)
+        same = "-" if base is None else f"{sum(a == b for x, y in zip(out.sequences, base.sequences) for a, b in zip(x, y)) / n:.1%}"
+        speed = "1.0x" if base is None else f"{base.seconds / out.seconds:.1f}x"
+        print(f"| {method} | {cache}{'' if thr is None else f' + threshold {thr}'} | {B} | {steps} | {out.nfe} "
+              f"| {out.seconds:.2f} | {n / out.seconds:,.1f} | {speed} | {same} | {peak_gib():.1f} |", flush=True)
+        return out
+
     for B in (1, 16):
         prompts = torch.randint(0, cfg.vocab_size - 1, (B, prompt_len), generator=g).tolist()
-        for method, cache, thr in runs:
-            reset_peak()
-            out = generate(model, prompts, method=method, cache=cache, threshold=thr, mask_token_id=cfg.mask_token_id,
-                           eos_token_id=never, pad_token_id=never, max_new_tokens=new_tokens, steps=new_tokens,
-                           block_size=block_size)
-            tps = sum(len(s) for s in out.sequences) / out.seconds
-            print(f"| {method} | {cache}{'' if thr is None else f' + threshold {thr}'} | {B} | {new_tokens} "
-                  f"| {out.nfe} | {tps:,.1f} | {peak_gib():.1f} |", flush=True)
+        generate(model, [p[:64] for p in prompts], method="bd3lm", **dict(kw, max_new_tokens=block_size), steps=4)
+        for steps in (64, new_tokens):
+            ref = run("bd3lm", "recompute", None, B, steps, prompts=prompts)
+            run("bd3lm", "exact", None, B, steps, base=ref, prompts=prompts)
+        ref = run("mdlm", "none", None, B, new_tokens, prompts=prompts)
+        for cache in ("prefix", "dual"):
+            for thr in (None, 0.9):
+                run("mdlm", cache, thr, B, new_tokens, base=ref, prompts=prompts)
+
+    # exactness on CUDA: in fp32 (TF32 off) the exact cache must give the recompute path's tokens
+    print("\n## 4. BD3LM exact cache vs recompute in float32 on this device (TF32 off), batch 4, steps 64")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model.float()
+    prompts = [torch.randint(0, cfg.vocab_size - 1, (n,), generator=g).tolist() for n in (prompt_len, 301, 77, 5)]
+    a = generate(model, prompts, method="bd3lm", cache="recompute", steps=64, **kw)
+    b = generate(model, prompts, method="bd3lm", cache="exact", steps=64, **kw)
+    n = sum(len(s) for s in a.sequences)
+    diff = sum(x != y for p, q in zip(a.sequences, b.sequences) for x, y in zip(p, q))
+    print(f"{diff}/{n} tokens differ | {'IDENTICAL' if diff == 0 else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

@@ -47,8 +47,11 @@ def ref_schedule(n_masked, steps):
     return [r + [0] * (S - len(r)) for r in rows]
 
 
-def ref_pick(logits, x_row, cand_row, k):
-    # greedy proposal, softmax confidence of it, top-k among the candidates of one row
+def ref_pick(logits, x_row, cand_row, k, mask=MASK):
+    # greedy proposal, softmax confidence of it, top-k among the candidates of one row. Our one
+    # deviation from dLLM: the mask token itself is never proposed
+    logits = logits.clone()
+    logits[:, mask] = -math.inf
     x0 = logits.argmax(-1)
     conf = F.softmax(logits, -1).gather(-1, x0[:, None])[:, 0]
     conf = torch.where(cand_row, conf, torch.tensor(-math.inf, dtype=conf.dtype))
@@ -85,7 +88,7 @@ def ref_mdlm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, suppress=
                 logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
             for j in range(B):
                 cand = (x[j] == mask) & (torch.arange(T) < lens[j] + (b + 1) * bs)
-                x[j] = ref_pick(logits[j], x[j], cand, sched[j][i])
+                x[j] = ref_pick(logits[j], x[j], cand, sched[j][i], mask)
     return [x[j, lens[j]:lens[j] + N].tolist() for j in range(B)]
 
 
@@ -119,7 +122,7 @@ def ref_bd3lm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, mask=MAS
                 logits = un + (cfg + 1) * (logits - un)
             logits = logits[:, Lc - 1:] if right_shift else logits[:, Lc:]
             for j in range(B):
-                x[j, Lc:] = ref_pick(logits[j, :L], x[j, Lc:], x[j, Lc:] == mask, sched[j][i])
+                x[j, Lc:] = ref_pick(logits[j, :L], x[j, Lc:], x[j, Lc:] == mask, sched[j][i], mask)
         done |= torch.isin(x[:, Lc:], torch.tensor(eos)).any(1)
     return [x[j, P:].tolist() for j in range(B)]
 
@@ -273,8 +276,15 @@ def test_mdlm_caches_and_parallel_decoding(m):
         assert one.sequences == two.sequences
         out = sample.generate(m, ps, method="mdlm", cache=cache, max_new_tokens=N, steps=N, block_size=8, **KW)
         assert out.nfe == exact.nfe and all(MASK not in s for s in out.sequences)
-        agree = np.mean([a == b for s, t in zip(out.sequences, exact.sequences) for a, b in zip(s, t)])
-        assert agree > 0.5, (cache, agree)
+    # approximate, and these scaled-up random models are chaotic: the agreement with the exact
+    # path swings 0.5-0.85 from seed to seed, so average three models (chance is 1/64)
+    for cache in ("prefix", "dual"):
+        agree = []
+        for mm in (m, tiny(seed=1), tiny(seed=2)):
+            ex = sample.generate(mm, ps, method="mdlm", max_new_tokens=N, steps=N, block_size=8, **KW)
+            out = sample.generate(mm, ps, method="mdlm", cache=cache, max_new_tokens=N, steps=N, block_size=8, **KW)
+            agree += [a == b for s, t in zip(out.sequences, ex.sequences) for a, b in zip(s, t)]
+        assert np.mean(agree) > 0.6, (cache, np.mean(agree))
     # threshold 1.0 commits only the best candidate per step, the same as one token per step
     thr = sample.generate(m, ps, method="mdlm", max_new_tokens=N, steps=64, block_size=8, threshold=1.0, **KW)
     assert thr.sequences == exact.sequences and thr.nfe == N
@@ -283,6 +293,24 @@ def test_mdlm_caches_and_parallel_decoding(m):
     assert fast.nfe < N and all(MASK not in s for s in fast.sequences)
     fac = sample.generate(m, ps, method="bd3lm", max_new_tokens=N, steps=N, block_size=8, factor=1.0, **KW)
     assert fac.nfe < N and all(MASK not in s for s in fac.sequences)
+
+
+def test_mask_token_is_never_proposed():
+    # a model whose favourite token is <|mask|>: the reference would commit it (a hole that never
+    # fills; with a threshold the block never empties and the loop never ends)
+    bad = tiny(seed=3)
+    bad.lm_head.weight[MASK] = 0.0
+    bad.lm_head.weight[MASK, 0] = 1e4  # huge logit wherever the final hidden state's dim 0 > 0
+    bad.model.norm.weight[0] = 1.0
+    ps = PROMPTS[:2]
+    for method in ("mdlm", "bd3lm"):
+        for extra in (dict(steps=16), dict(steps=16, threshold=0.9), dict(steps=16, factor=1.0)):
+            out = sample.generate(bad, ps, method=method, max_new_tokens=16, block_size=8, **extra, **KW)
+            assert all(len(s) == 16 and MASK not in s for s in out.sequences), (method, extra)
+            assert out.nfe <= 16
+    # and the model does prefer it: the unguarded argmax is <|mask|> somewhere
+    x = torch.tensor([PROMPTS[0] + [MASK] * 8])
+    assert (bad(x).argmax(-1) == MASK).any()
 
 
 def test_infill_matches_reference(m):
