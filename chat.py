@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from sample import generate, load
+from sample import chat_ids, generate, load
 
 # -----------------------------------------------------------------------------
 # drawing the denoising canvas
@@ -139,7 +139,7 @@ def main():
             continue
         if chat_template:
             messages.append({"role": "user", "content": line})
-            ids = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+            ids = chat_ids(tok, messages)
         else:
             ids = tok(line, add_special_tokens=False).input_ids
         budget = limit - settings["max_new_tokens"]

@@ -645,13 +645,19 @@ def read_prompts(prompt, prompt_file):
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
+def chat_ids(tok, messages):
+    # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but
+    # a dict in 5; the template already holds every special token
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tok(text, add_special_tokens=False).input_ids
+
+
 def encode(tok, item, chat_template):
     """A prompt string (or a message list) -> token ids."""
     if isinstance(item, list) or chat_template:
         if not tok.chat_template:
             raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
-        messages = item if isinstance(item, list) else [{"role": "user", "content": item}]
-        return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        return chat_ids(tok, item if isinstance(item, list) else [{"role": "user", "content": item}])
     return tok(item, add_special_tokens=False).input_ids
 
 

@@ -606,8 +606,11 @@ _masks = {}
 
 
 def bd3_mask(L):
-    if L not in _masks:  # a sparse flex BlockMask on CUDA, a dense (1, 1, 2L, 2L) bool mask on CPU
-        _masks[L] = bd3lm_block_mask(L, block_size, _device) if _device.type == "cuda" \
+    # a sparse flex BlockMask on CUDA for long rows, else a dense (1, 1, 2L, 2L) bool mask. Short
+    # rows (SFT batches are padded only to their longest row) stay dense: a few KB, and flex's
+    # short-query (decoding) kernel has failed to compile on an H200 for 2L <= 128
+    if L not in _masks:
+        _masks[L] = bd3lm_block_mask(L, block_size, _device) if _device.type == "cuda" and L >= 256 \
             else bd3lm_attention_mask(L, block_size, _device)[None, None]
     return _masks[L]
 

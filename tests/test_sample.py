@@ -453,3 +453,16 @@ def test_cli_truncates_long_prompt_from_the_left(tiny_dir, tmp_path):
     assert "truncated" in r.stderr
     row = json.loads(out.read_text())
     assert len(row["prompt_ids"]) == 120 and len(row["completion_ids"]) == 8
+
+
+def test_chat_ids_equal_transformers_tokenized_template(tiny_dir):
+    # sample.chat_ids renders then tokenizes, which works in transformers 4 and 5 alike (5's
+    # apply_chat_template(tokenize=True) returns a dict); in 4 it must give the very same ids
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    for messages in ([{"role": "user", "content": "What is 12 + 30? ünï 😀"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}]):
+        ids = sample.chat_ids(tok, messages)
+        assert ids == list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        assert tok.decode(ids).endswith("<|im_start|>assistant\n")
