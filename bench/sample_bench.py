@@ -8,7 +8,10 @@ question), raw text. 256 new tokens in blocks of 32.
 
 BD3LM: the exact incremental KV cache against the reference's method (the whole prefix
 re-run at every block, a fresh copy of its cache at every step), steps=64 and 256. Both
-must give the same tokens.
+must give the same tokens. Then a batch of `batch` such prompts (the same shots, other
+test questions) at steps=64: at batch 1 a 32-token step streams every weight from memory
+for little arithmetic, while the recompute path's prefix passes are arithmetic-bound, so
+the gain grows with the batch.
 
 MDLM: cache none (exact: the whole canvas every step) | prefix | dual, times threshold
 off / 0.9, at steps=256 (one token per step without threshold). The exact path costs a
@@ -47,6 +50,7 @@ prompt_tokens = 1000
 max_new_tokens = 256
 block_size = 32
 bd3lm_steps = [64, 256]
+batch = 4  # the batched BD3LM row (steps = bd3lm_steps[0]); 0 skips it
 mdlm_steps = 256
 mdlm_blocks = 1  # blocks of the MDLM canvas each MDLM row runs before it is stopped
 thresholds = [None, 0.9]
@@ -60,16 +64,19 @@ configure(globals())
 torch.set_num_threads(threads)
 
 
-def fewshot_prompt(tok):
+def fewshot_prompts(tok, n=1):
+    """n prompts: the same train shots (up to ~prompt_tokens), then test questions 0..n-1."""
     shots = [json.loads(line) for line in open(os.path.join(data_dir, "train.jsonl"))]
-    question = json.loads(open(os.path.join(data_dir, "test.jsonl")).readline())["question"]
+    with open(os.path.join(data_dir, "test.jsonl")) as f:
+        questions = [json.loads(line)["question"] for line, _ in zip(f, range(n))]
     text = ""
     for s in shots:
         shot = f"Question: {s['question']}\nAnswer: {s['answer']}\n\n"
         if len(tok(text + shot, add_special_tokens=False).input_ids) > prompt_tokens - 60:
             break
         text += shot
-    return tok(text + f"Question: {question}\nAnswer:", add_special_tokens=False).input_ids, text.count("Question:")
+    ids = [tok(text + f"Question: {q}\nAnswer:", add_special_tokens=False).input_ids for q in questions]
+    return ids, text.count("Question:")
 
 
 class Stop(Exception):
@@ -106,7 +113,7 @@ def main():
         name = "random Qwen3-0.6B-shaped A2D model"
     elif shape:
         raise SystemExit(f"error: unknown --shape={shape!r}; choose qwen3-0.6b or leave it empty")
-    ids, shots = fewshot_prompt(tok)
+    (ids,), shots = fewshot_prompts(tok)
     kw = dict(d, block_size=block_size, right_shift_logits=right_shift_logits, eos_token_id=[d["mask_token_id"]])
     del kw["method"]
     sample.generate(model, [ids[:64]], method="bd3lm", max_new_tokens=32, steps=4, **kw)  # warm-up
@@ -134,6 +141,20 @@ def main():
         diff = sum(a != b for a, b in zip(out.sequences[0], ref.sequences[0]))
         row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
             "identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ")
+
+    if batch > 1:
+        steps = bd3lm_steps[0]
+        prompts, _ = fewshot_prompts(tok, batch)
+        ref = sample.generate(model, prompts, method="bd3lm", cache="recompute", steps=steps,
+                              max_new_tokens=max_new_tokens, **kw)
+        n = sum(len(s) for s in ref.sequences)
+        row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, f"(reference method, batch {batch})")
+        out = sample.generate(model, prompts, method="bd3lm", cache="exact", steps=steps,
+                              max_new_tokens=max_new_tokens, **kw)
+        diff = sum(a != b for s, t in zip(out.sequences, ref.sequences) for a, b in zip(s, t))
+        row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
+            f"batch {batch}: " + ("identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ"))
+        print(f"batch {batch} prompts: {[len(p) for p in prompts]} tokens")
 
     mkw = dict(kw, method="mdlm", steps=mdlm_steps, max_new_tokens=max_new_tokens)
     base, base_tokens = None, None
