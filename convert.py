@@ -72,6 +72,11 @@ def load_gguf(path):
                             "pad_token": ids(cfg.get("pad_token_id") or cfg["eos_token_id"])})
     if hasattr(tok, "add_bos_token"):
         tok.add_bos_token = False
+    # saved as LlamaTokenizer, transformers 5 (before 5.24) rebuilds it as a sentencepiece-style
+    # tokenizer and gets every id wrong; the generic class just reads tokenizer.json, in 4 and 5
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok.backend_tokenizer, chat_template=tok.chat_template,
+        **{k: getattr(tok, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token") if getattr(tok, k)})
     sd = {k: v for k, v in hf.state_dict().items()}
     if cfg.get("tie_word_embeddings"):
         sd.pop("lm_head.weight", None)

@@ -217,6 +217,11 @@ def test_smollm2_tokenizer(smollm2_dir, gguf_tok):
     ref = gguf_tok.encode(text)
     assert ref[0] == gguf_tok.bos_token_id and ids == ref[1:]  # same ids, without the BOS the GGUF import adds
     assert tok.decode(ids) == text and tok.encode("Hello")[0] != tok.bos_token_id  # no BOS
+    # saved as the generic class, which reads tokenizer.json as it is: transformers 5 (< 5.24)
+    # rebuilds a "LlamaTokenizer" as sentencepiece and gets the ids wrong
+    with open(os.path.join(smollm2_dir, "tokenizer_config.json")) as f:
+        assert json.load(f)["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert Tokenizer.from_file(os.path.join(smollm2_dir, "tokenizer.json")).encode(text).ids == ids
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == cfg["eos_token_id"] == 2
     assert tok.chat_template == gguf_tok.chat_template and "<|im_start|>" in tok.chat_template
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
