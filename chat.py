@@ -90,6 +90,8 @@ def main():
                     max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
                     cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache, stop_at_eos=True,
                     eos_suppress_steps=eos_suppress_steps)
+    if right_shift_logits != "":
+        settings["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
     tty = sys.stdout.isatty()
     info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty():
@@ -180,9 +182,10 @@ if __name__ == "__main__":
     seed = 42
     dtype = ""  # default bfloat16 on CUDA, float32 on CPU
     device = ""
-    # sampler (changeable with /set); method and block_size default to the checkpoint's
+    # sampler (changeable with /set); method, block_size and right-shift default to the checkpoint's
     method = ""
     block_size = 0
+    right_shift_logits = ""  # true | false
     max_new_tokens = 128
     steps = 128
     temperature = 0.0

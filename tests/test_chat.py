@@ -74,6 +74,17 @@ def test_chat_through_a_pipe(tiny_dir, tiny):
     assert a[0] != a[1] and "steps=4" in r.stderr and "usage: /set" in r.stderr
 
 
+def test_right_shift_flag_overrides_the_checkpoint(tiny_dir, tiny):
+    assert tiny[2]["right_shift_logits"] is False  # what the checkpoint records
+    r = subprocess.run([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", "--right_shift_logits=True",
+                        *FLAGS], cwd=ROOT, input="hello\n/set\n", capture_output=True, text=True, timeout=300,
+                       env=ENV)
+    assert r.returncode == 0, r.stderr
+    shifted = expected_answers(tiny, [("right_shift_logits", True), "hello"])
+    assert r.stdout == shifted[0] + "\n" and shifted != expected_answers(tiny, ["hello"])
+    assert "right_shift_logits=True" in r.stderr
+
+
 def test_raw_continuation_from_scratch(tiny_dir, tiny):
     r = subprocess.run([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", "--chat_template=False", *FLAGS],
                        cwd=ROOT, input="\nOnce upon a time\n", capture_output=True, text=True, timeout=300, env=ENV)
