@@ -116,6 +116,7 @@ def configure(g, argv=None):
             i += 1
             continue
         key, eq, raw = arg[2:].partition("=")
+        key = key.replace("-", "_")  # before the bool lookup: --init-from-scratch is a bare bool too
         if not eq:  # --key value (or a bare --flag for a bool)
             nxt = argv[i + 1] if i + 1 < len(argv) else None
             if isinstance(keys.get(key), bool) and (nxt is None or nxt.startswith("--")
@@ -126,7 +127,6 @@ def configure(g, argv=None):
             else:
                 raw = nxt
                 i += 1
-        key = key.replace("-", "_")
         if key not in keys:
             raise _unknown(key, keys, "on the command line")
         overrides[key] = parse_value(key, raw, keys[key])

@@ -61,6 +61,9 @@ def test_bare_bool_flag_and_bad_bool():
     assert g["compile"] is True
     with pytest.raises(SystemExit, match=r"--compile='maybe': expected a bool \(true/false\)"):
         configure(defaults(), ["--compile=maybe"])
+    g = dict(defaults(), init_from_scratch=False)
+    configure(g, ["--init-from-scratch", "--batch-size=2"])  # hyphens, bare bool included
+    assert g["init_from_scratch"] is True and g["batch_size"] == 2
 
 
 def test_none_default_and_literals():
