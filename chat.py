@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from sample import chat_ids, generate, load
+from sample import encode, generate, load, override
 
 # -----------------------------------------------------------------------------
 # drawing the denoising canvas
@@ -86,12 +86,10 @@ def main():
         raise SystemExit(f"error: {e}")
     if chat_template and not tok.chat_template:
         raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
-    settings = dict(d, method=method or d["method"], block_size=block_size or d["block_size"],
+    settings = dict(override(d, method, block_size, mask_token_id, right_shift_logits),
                     max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
                     cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache, stop_at_eos=True,
                     eos_suppress_steps=eos_suppress_steps)
-    if right_shift_logits != "":
-        settings["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
     tty = sys.stdout.isatty()
     info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty():
@@ -141,9 +139,7 @@ def main():
             continue
         if chat_template:
             messages.append({"role": "user", "content": line})
-            ids = chat_ids(tok, messages)
-        else:
-            ids = tok(line, add_special_tokens=False).input_ids
+        ids = encode(tok, messages if chat_template else line, chat_template)
         budget = limit - settings["max_new_tokens"]
         if len(ids) > budget:
             print(f"(the conversation is longer than the context: keeping its last {budget} tokens; /reset to start "
@@ -152,7 +148,8 @@ def main():
         show = live_view(sys.stdout) if live else None
         if live:
             show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
-        on_step = (lambda s, region: show(render(tok, region[0].tolist(), d["mask_token_id"], d["eos_token_id"]))
+        on_step = (lambda s, region: show(render(tok, region[0].tolist(), settings["mask_token_id"],
+                                                                  settings["eos_token_id"]))
                    ) if live else None
         try:
             out = generate(model, [ids], generator=gen, on_step=on_step, **settings)
@@ -182,9 +179,10 @@ if __name__ == "__main__":
     seed = 42
     dtype = ""  # default bfloat16 on CUDA, float32 on CPU
     device = ""
-    # sampler (changeable with /set); method, block_size and right-shift default to the checkpoint's
+    # sampler (changeable with /set); method, block_size, mask and right-shift default to the checkpoint's
     method = ""
     block_size = 0
+    mask_token_id = -1
     right_shift_logits = ""  # true | false
     max_new_tokens = 128
     steps = 128

@@ -645,6 +645,17 @@ def read_prompts(prompt, prompt_file):
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
+def override(d, method="", block_size=0, mask_token_id=-1, right_shift_logits=""):
+    """The checkpoint's defaults (load's d) with the CLI flags that were given (empty = keep)."""
+    from configurator import parse_value
+    d = dict(d, method=method or d["method"], block_size=block_size or d["block_size"])
+    if mask_token_id >= 0:
+        d["mask_token_id"] = mask_token_id
+    if right_shift_logits != "":
+        d["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
+    return d
+
+
 def chat_ids(tok, messages):
     # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but
     # a dict in 5; the template already holds every special token
@@ -674,12 +685,7 @@ def main():
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    # the checkpoint decides method / block_size / mask / right-shift, flags override
-    d["method"] = method or d["method"]
-    d["block_size"] = block_size or d["block_size"]
-    d["mask_token_id"] = d["mask_token_id"] if mask_token_id < 0 else mask_token_id
-    if right_shift_logits != "":
-        d["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
+    d = override(d, method, block_size, mask_token_id, right_shift_logits)
     items = read_prompts(prompt, prompt_file)
     if not items:
         raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
