@@ -157,8 +157,9 @@ def select(conf, k=None, threshold=None, factor=None):
     cand = conf > -torch.inf
     take = torch.zeros_like(cand)
     if threshold is None and factor is None:
+        n = cand.sum(1).tolist()  # one device sync, not one per row
         for j in range(B):
-            kj = min(int(k[j]), int(cand[j].sum()))
+            kj = min(int(k[j]), n[j])
             if kj > 0:
                 take[j, torch.topk(conf[j], kj).indices] = True
         return take
@@ -219,6 +220,23 @@ def _check(steps, block_size, remasking="low_confidence", threshold=None, factor
 
 def _as_lists(prompts):
     return [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts]
+
+
+def _with_bos(prompts, bos_token_id, right_shift_logits):
+    # under right-shift an empty prompt has no logit to shift into the first answer token: start it with BOS
+    prompts = _as_lists(prompts)
+    if not right_shift_logits or all(prompts):
+        return prompts
+    if bos_token_id is None:
+        raise ValueError("right_shift_logits with an empty prompt needs bos_token_id")
+    return [p or [bos_token_id] for p in prompts]
+
+
+def _right_padded(rows, T, fill, dev):
+    x = torch.full((len(rows), T), fill, dtype=torch.long, device=dev)
+    for j, p in enumerate(rows):
+        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
+    return x
 
 
 def _eos_list(eos_token_id):
@@ -315,9 +333,7 @@ def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_pe
             conf_full[:, cols] = conf
             conf_full = conf_full.masked_fill(~cand, -torch.inf)
             take = select(conf_full, sched[:, i] if sched is not None else None, threshold, factor)
-            x0_full = x.clone()
-            x0_full[:, cols] = x0
-            x[take] = x0_full[take]
+            x[:, cols] = torch.where(take[:, cols], x0, x[:, cols])  # take lies inside cols
             i, gstep = i + 1, gstep + 1
             region = x.gather(1, regions)
             if history is not None:
@@ -345,16 +361,12 @@ def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=N
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
-    prompts = _as_lists(prompts)
-    if right_shift_logits:  # an empty prompt has no logit to shift in: start it with BOS
-        prompts = [p or [bos_token_id] for p in prompts]
+    prompts = _with_bos(prompts, bos_token_id, right_shift_logits)
     B, N, bs = len(prompts), max_new_tokens, block_size
     lens = torch.tensor([len(p) for p in prompts], device=dev)
     T = int(lens.max()) + N
-    x = torch.full((B, T), eos[0], dtype=torch.long, device=dev)
+    x = _right_padded(prompts, T, eos[0], dev)
     col = torch.arange(T, device=dev)
-    for j, p in enumerate(prompts):
-        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
     gen = (col >= lens[:, None]) & (col < lens[:, None] + N)
     x[gen] = mask_token_id
     amask = (col < lens[:, None] + N).long()
@@ -387,16 +399,12 @@ def infill(model, inputs, *, mask_token_id, eos_token_id, bos_token_id=None, blo
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
-    inputs = _as_lists(inputs)
-    if right_shift_logits:
-        inputs = [p or [bos_token_id] for p in inputs]
+    inputs = _with_bos(inputs, bos_token_id, right_shift_logits)
     B = len(inputs)
     lens = torch.tensor([len(p) for p in inputs], device=dev)
     T = int(lens.max())
     bs = block_size or T
-    x = torch.full((B, T), eos[0], dtype=torch.long, device=dev)
-    for j, p in enumerate(inputs):
-        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
+    x = _right_padded(inputs, T, eos[0], dev)
     amask = (torch.arange(T, device=dev) < lens[:, None]).long()
     blocks = []
     for b in range(math.ceil(T / bs)):
@@ -448,11 +456,7 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
     eos_t = torch.tensor(eos, device=dev)
     pad = eos[0] if pad_token_id is None else pad_token_id
     mask, bs, N = mask_token_id, block_size, max_new_tokens
-    prompts = _as_lists(prompts)
-    if right_shift_logits:
-        if bos_token_id is None and not all(prompts):
-            raise ValueError("right_shift_logits with an empty prompt needs bos_token_id")
-        prompts = [p or [bos_token_id] for p in prompts]
+    prompts = _with_bos(prompts, bos_token_id, right_shift_logits)
     B = len(prompts)
     P = math.ceil(max(len(p) for p in prompts) / bs) * bs
     x = torch.full((B, P + N), mask, dtype=torch.long, device=dev)

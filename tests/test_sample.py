@@ -372,6 +372,12 @@ def test_bad_arguments_say_what_to_do(m):
         sample.generate(m, [[1]], method="bd3lm", cache="dual", **KW)
     with pytest.raises(ValueError, match="low_confidence or random"):
         sample.generate(m, [[1]], remasking="lowest", **KW)
+    no_bos = {k: v for k, v in KW.items() if k != "bos_token_id"}
+    for method in ("mdlm", "bd3lm"):
+        with pytest.raises(ValueError, match="empty prompt needs bos_token_id"):
+            sample.generate(m, [[5], []], method=method, right_shift_logits=True, **no_bos)
+    with pytest.raises(ValueError, match="empty prompt needs bos_token_id"):
+        sample.infill(m, [[]], right_shift_logits=True, **no_bos)
 
 
 # -----------------------------------------------------------------------------
