@@ -174,6 +174,34 @@ def select(conf, k=None, threshold=None, factor=None):
     return (take | best) & cand
 
 
+def _unmask(logits, cols, cand, k, gstep, *, mask, eos, suppress_tokens, eos_suppress_steps, temperature,
+            remasking, begin_suppress_tokens, threshold, factor, generator):
+    """One denoising decision, shared by both samplers. logits (B, n, V) for the columns `cols`
+    (n,) of a region whose candidates are cand (B, W); k: the schedule's counts (or None)
+    -> proposals x0 (B, n), take (B, W): what to commit now (inside cand)."""
+    # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
+    # threshold, loop forever). The reference allows it; a trained model never picks it.
+    logits[..., mask] = -torch.inf
+    if suppress_tokens:
+        logits[..., suppress_tokens] = -torch.inf
+    if gstep < eos_suppress_steps:
+        logits[..., eos] = -torch.inf
+    x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)
+    # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
+    conf_full = torch.full(cand.shape, -torch.inf, dtype=conf.dtype, device=conf.device)
+    conf_full[:, cols] = conf
+    return x0, select(conf_full.masked_fill(~cand, -torch.inf), k, threshold, factor)
+
+
+def _after_step(gstep, region, history, on_step, stop_at_eos, eos_t, mask):
+    """History, callback and the EOS stop after a step; True = every row's answer is settled."""
+    if history is not None:
+        history.append(region.to("cpu", copy=True))
+    if on_step is not None:
+        on_step(gstep, region)
+    return stop_at_eos and bool(first_eos_done(region, eos_t, mask).all())
+
+
 def first_eos_done(region, eos, mask_id):
     # (B, W) -> (B,) rows whose answer is settled: an EOS with no mask before it
     is_eos = torch.isin(region, eos)
@@ -279,6 +307,9 @@ def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_pe
         amask = None
     history = [x.gather(1, regions).cpu()] if return_history else None
     nfe, gstep = 0, 0
+    pick = dict(mask=mask, eos=eos, suppress_tokens=suppress_tokens, eos_suppress_steps=eos_suppress_steps,
+                temperature=temperature, remasking=remasking, begin_suppress_tokens=begin_suppress_tokens,
+                threshold=threshold, factor=factor, generator=generator)
     for start, end, lo, hi in blocks:
         in_block = (col >= start[:, None]) & (col < end[:, None])
         window = (col >= lo[:, None]) & (col < hi[:, None])
@@ -320,27 +351,10 @@ def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_pe
             if cfg_scale > 0:
                 cond, un = logits.chunk(2)
                 logits = un + (cfg_scale + 1) * (cond - un)
-            # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
-            # threshold, loop forever). The reference allows it; a trained model never picks it.
-            logits[..., mask] = -torch.inf
-            if suppress_tokens:
-                logits[..., suppress_tokens] = -torch.inf
-            if gstep < eos_suppress_steps:
-                logits[..., eos] = -torch.inf
-            x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)
-            # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
-            conf_full = torch.full((B, T), -torch.inf, dtype=conf.dtype, device=dev)
-            conf_full[:, cols] = conf
-            conf_full = conf_full.masked_fill(~cand, -torch.inf)
-            take = select(conf_full, sched[:, i] if sched is not None else None, threshold, factor)
+            x0, take = _unmask(logits, cols, cand, sched[:, i] if sched is not None else None, gstep, **pick)
             x[:, cols] = torch.where(take[:, cols], x0, x[:, cols])  # take lies inside cols
             i, gstep = i + 1, gstep + 1
-            region = x.gather(1, regions)
-            if history is not None:
-                history.append(region.cpu())
-            if on_step is not None:
-                on_step(gstep, region)
-            if stop_at_eos and first_eos_done(region, eos_t, mask).all():
+            if _after_step(gstep, x.gather(1, regions), history, on_step, stop_at_eos, eos_t, mask):
                 return nfe, history
     return nfe, history
 
@@ -362,7 +376,7 @@ def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=N
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
     prompts = _with_bos(prompts, bos_token_id, right_shift_logits)
-    B, N, bs = len(prompts), max_new_tokens, block_size
+    N, bs = max_new_tokens, block_size
     lens = torch.tensor([len(p) for p in prompts], device=dev)
     T = int(lens.max()) + N
     x = _right_padded(prompts, T, eos[0], dev)
@@ -500,6 +514,9 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     history = [x[:, P:].to("cpu", copy=True)] if return_history else None
     nfe, gstep, end, stop = 0, 0, P, False
+    pick = dict(mask=mask, eos=eos, suppress_tokens=suppress_tokens, eos_suppress_steps=eos_suppress_steps,
+                temperature=temperature, remasking=remasking, begin_suppress_tokens=begin_suppress_tokens,
+                threshold=threshold, factor=factor, generator=generator)
     # exact cache: [0, committed) holds final K/V. What lies between committed and the current
     # block (the prompt, then each finished block) rides along with the block's first step: one
     # forward writes its K/V and denoises, and `last` (right-shift) comes out of the same pass.
@@ -557,27 +574,11 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
             logits = model.lm_head(h[:, (cols - 1).clamp(min=0) if right_shift_logits else cols])  # (R, n, V)
             if right_shift_logits and cols[0] == 0:
                 logits[:, :1] = last
-            logits = combine(logits)
-            logits[..., mask] = -torch.inf  # never propose <|mask|> (see _mdlm_loop)
-            if suppress_tokens:
-                logits[..., suppress_tokens] = -torch.inf
-            if gstep < eos_suppress_steps:
-                logits[..., eos] = -torch.inf
-            x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)  # (B, n)
-            conf_full = torch.full((B, L), -torch.inf, dtype=conf.dtype, device=dev)
-            conf_full[:, cols] = conf
-            conf_full = conf_full.masked_fill(~masked, -torch.inf)
-            x0_full = x_blk.clone()
-            x0_full[:, cols] = x0
-            take = select(conf_full, sched[:, i] if sched is not None else None, threshold, factor)
-            x[:, Lc:Lc + L] = torch.where(take, x0_full, x_blk)
+            x0, take = _unmask(combine(logits), cols, masked, sched[:, i] if sched is not None else None, gstep,
+                               **pick)
+            x_blk[:, cols] = torch.where(take[:, cols], x0, x_blk[:, cols])  # x_blk is a view of x
             i, gstep = i + 1, gstep + 1
-            region = x[:, P:]
-            if history is not None:
-                history.append(region.to("cpu", copy=True))
-            if on_step is not None:
-                on_step(gstep, region)
-            if stop_at_eos and first_eos_done(region, eos_t, mask).all():
+            if _after_step(gstep, x[:, P:], history, on_step, stop_at_eos, eos_t, mask):
                 stop = True
                 break
         end = Lc + L
@@ -678,7 +679,6 @@ def encode(tok, item, chat_template):
 
 def main():
     from tqdm import tqdm
-    from configurator import parse_value
     if not model_name_or_path:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     if method not in ("", "mdlm", "bd3lm"):
