@@ -542,36 +542,35 @@ def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generat
     return torch.where(masked, mask_token_id, input_ids), masked
 
 
-def bd3lm_attention_mask(L, block_size, device="cpu"):
-    """(2L, 2L) bool mask for the x_t ⊕ x_0 forward of block diffusion (True = may attend).
+def bd3lm_allowed(q, k, L, block_size):
+    """May query index q attend to key index k in the x_t ⊕ x_0 forward of block diffusion?
 
-    Query/key index i < L is x_t position i, index L + i is x_0 position i. The union of:
+    Index i < L is x_t position i, index L + i is x_0 position i. The union of:
       block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
       x_0 -> x_0 of same or earlier blocks  (block-causal clean stream, as in AR).
+    One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors).
     """
-    idx = torch.arange(2 * L, device=device)
-    is_x0 = idx >= L
-    blk = torch.where(is_x0, idx - L, idx) // block_size
-    q_x0, k_x0 = is_x0[:, None], is_x0[None, :]
-    q_b, k_b = blk[:, None], blk[None, :]
+    q_x0, k_x0 = q >= L, k >= L
+    q_b = torch.where(q_x0, q - L, q) // block_size
+    k_b = torch.where(k_x0, k - L, k) // block_size
     diagonal = (q_b == k_b) & (q_x0 == k_x0)
     offset_causal = (q_b > k_b) & ~q_x0 & k_x0
     block_causal = (q_b >= k_b) & q_x0 & k_x0
     return diagonal | offset_causal | block_causal
 
 
+def bd3lm_attention_mask(L, block_size, device="cpu"):
+    """(2L, 2L) bool mask for the x_t ⊕ x_0 forward (True = may attend); see bd3lm_allowed."""
+    idx = torch.arange(2 * L, device=device)
+    return bd3lm_allowed(idx[:, None], idx[None, :], L, block_size)
+
+
 def bd3lm_block_mask(L, block_size, device):
     """The same mask as a flex_attention BlockMask (CUDA): sparse, never materialised."""
     from torch.nn.attention.flex_attention import create_block_mask
-
-    def mask_mod(b, h, q, k):
-        q_x0, k_x0 = q >= L, k >= L
-        q_b = torch.where(q_x0, q - L, q) // block_size
-        k_b = torch.where(k_x0, k - L, k) // block_size
-        return (((q_b == k_b) & (q_x0 == k_x0)) | ((q_b > k_b) & ~q_x0 & k_x0)
-                | ((q_b >= k_b) & q_x0 & k_x0))
-    return create_block_mask(mask_mod, None, None, 2 * L, 2 * L, device=device)
+    return create_block_mask(lambda b, h, q, k: bd3lm_allowed(q, k, L, block_size), None, None, 2 * L, 2 * L,
+                             device=device)
 
 
 def right_shift(logits):
