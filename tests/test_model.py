@@ -335,10 +335,14 @@ def test_padded_rows_never_nan(bidir, device):
     tol = 1e-5 if device == "cpu" else 1e-4  # GPU kernels sum in another order
     m = torch.ones(2, 8, dtype=torch.long, device=device)
     m[1] = 0  # a fully padded row
+    zero_pos = torch.zeros(1, 8, dtype=torch.long, device=device)
     for causal in (True, False):
         out = bidir(x, attention_mask=m, causal=causal)
         assert torch.isfinite(out).all()
         assert maxdiff(out[0], bidir(x[:1], causal=causal)[0]) <= tol
+        # the guard's promise, which CPU SDPA (zeros, not NaN, for an empty row) would not show:
+        # the padded row sees every key, at position 0
+        assert maxdiff(out[1], bidir(x[1:], causal=False, position_ids=zero_pos)[0]) <= tol
     m[1, :5] = 0
     m[1, 5:] = 1  # causal + left padding: the first query rows have no visible key
     out = bidir(x, attention_mask=m, causal=True)
@@ -347,7 +351,8 @@ def test_padded_rows_never_nan(bidir, device):
     # an explicit 4-D mask with an empty row
     m4 = torch.ones(1, 1, 8, 8, dtype=torch.bool, device=device)
     m4[..., 3, :] = False
-    assert torch.isfinite(bidir(x, attention_mask=m4)).all()
+    out = bidir(x, attention_mask=m4)
+    assert torch.isfinite(out).all() and maxdiff(out, bidir(x)) <= tol  # the empty row sees everything
 
 
 def test_block_causal_mask_equals_kv_cache(bidir):
