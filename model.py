@@ -637,8 +637,13 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, schedule="li
     return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)
 
 
-def ar_loss(model, input_ids, labels, attention_mask=None):
-    """Next-token CE under causal attention, mean over scored targets."""
-    logits = model(input_ids, attention_mask=attention_mask, causal=True)
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                           labels[:, 1:].reshape(-1), ignore_index=-100)
+def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):
+    """Next-token CE under causal attention: logit i predicts token i+1, scored where
+    labels[:, i+1] != -100 (the LM head runs on those rows only), normalised as the diffusion
+    losses are (over the targets labels[:, 1:])."""
+    tgt = labels[:, 1:]
+    b, i = (tgt != -100).nonzero(as_tuple=True)
+    logits = model(input_ids, attention_mask=attention_mask, causal=True, logits_slice=(b, i))
+    ce = F.cross_entropy(logits.float(), tgt[b, i], reduction="none")
+    return normalize_loss(torch.zeros(tgt.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce), tgt,
+                          norm_type)

@@ -620,10 +620,7 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
     ids, labels, keep = batch
     weight_type, norm_type = weight_type or loss_weight_type, norm_type or loss_norm_type
     if objective == "ar":
-        am = keep[rows] if keep is not None else None
-        if norm_type == "batch":  # the eval wants a sum: the mean times the number of targets
-            return ar_loss(model, ids[rows], labels[rows], am) * (labels[rows, 1:] != -100).sum() / len(ids[rows])
-        return ar_loss(model, ids[rows], labels[rows], am)
+        return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
     n, L = ids.shape
     if objective == "bd3lm" and t_per_block:
         nb = -(-L // block_size)

@@ -116,6 +116,11 @@ def test_ar_loss_by_hand():
     assert len(terms) == 5
     assert abs(got.item() - sum(terms) / len(terms)) < 1e-5
     assert stub.calls[0][1]["causal"] is True
+    # the other normalisations, as for the diffusion losses: sum / B, and the mean of row means
+    assert abs(ar_loss(Stub(logits), ids, labels, norm_type="batch").item() - sum(terms) / 2) < 1e-5
+    assert abs(ar_loss(Stub(logits), ids, labels, norm_type="sequence").item()
+               - (sum(terms[:2]) / 2 + sum(terms[2:]) / 3) / 2) < 1e-5
+    assert ar_loss(Stub(logits), ids, torch.full_like(labels, -100)).item() == 0.0  # nothing scored: 0, not NaN
 
 
 def test_bd3lm_mask_L4_block2():
