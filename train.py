@@ -659,7 +659,7 @@ def evaluate(model, rows, ids, amp):
 
 # -----------------------------------------------------------------------------
 # checkpoints: output_dir/checkpoint-<step> and checkpoint-final, each an HF directory plus
-# trainer_state.pt (optimizer, scheduler, step, data position, RNG of every rank). Written to
+# trainer_state.pt (optimizer, scheduler, step, RNG of every rank). Written to
 # tmp-<name> and renamed, so a directory under its final name is always complete.
 
 def find_checkpoint():
@@ -694,12 +694,11 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
         else:
             raw.save_pretrained(tmp)  # the fp32 master weights: what an exact resume needs
         tok.save_pretrained(tmp)
-        data_position = step * gradient_accumulation_steps * _world * per_device_train_batch_size  # rows
+        # the data position is step x the global batch; the world size is len(rng) (one per rank)
         torch.save({"step": step, "optimizer": osd if fsdp else opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": rngs, "data_position": data_position, "world_size": _world},
-                   os.path.join(tmp, "trainer_state.pt"))
+                    "rng": rngs}, os.path.join(tmp, "trainer_state.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump({"step": step, "loss": loss, "data_position": data_position, "options": options()}, f, indent=2)
+            json.dump({"step": step, "loss": loss, "options": options()}, f, indent=2)
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -719,9 +718,9 @@ def restore(state, raw, opt, sched, gen):
     else:
         opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    if state["world_size"] != _world:
-        print0(f"notice: resuming on {_world} processes a run made on {state['world_size']}: data order and "
-               f"noise continue, but the global batch differs now")
+    if len(state["rng"]) != _world:
+        print0(f"notice: resuming on {_world} processes a run made on {len(state['rng'])}: the global batch "
+               f"differs now, so the data resumes at step x the new batch (rows may be skipped or repeated)")
     rng = state["rng"][_rank % len(state["rng"])]
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
