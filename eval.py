@@ -267,7 +267,8 @@ class A2DLM(LM):
                    and todo[start + len(batch)][2] == batch[0][2]):
                 batch.append(todo[start + len(batch)])
             s = batch[0][2]
-            g = torch.Generator(self._device).manual_seed(self.seed) if s["temperature"] > 0 else None
+            # seeded whatever the temperature: remasking=random and stochastic_transfer draw too
+            g = torch.Generator(self._device).manual_seed(self.seed)
             res = sample.generate(self.model, [r[1] for r in batch], method=self.METHOD, generator=g, **s)
             for (i, _, _, until), seq in zip(batch, res.sequences):
                 text = self.tokenizer.decode(sample.trim(seq, self.eos), skip_special_tokens=True)
@@ -352,11 +353,12 @@ class A2DLM(LM):
             return 0.0
         P = len(ctx)
         x0 = torch.tensor(ctx + cont, dtype=torch.long)[None].expand(self.batch_size, -1)
+        x0_dev = x0.to(self._device)
         g = torch.Generator().manual_seed(self.seed)  # the same draws for every request, on any device
         total = 0.0
         for _ in range(self.mc_num // self.batch_size):
             xt, p_mask = self.draw(x0, P, g)
-            total += self.score(xt.to(self._device), x0.to(self._device), P, p_mask.to(self._device)).item()
+            total += self.score(xt.to(self._device), x0_dev, P, p_mask.to(self._device)).item()
         return total / self.mc_num
 
     @torch.no_grad()
