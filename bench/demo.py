@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 from chat import render_frames  # noqa: E402
-from sample import generate, load  # noqa: E402
+from sample import chat_ids, generate, load  # noqa: E402
 
 # -----------------------------------------------------------------------------
 model_dir = ".models/a2d/SmolLM2-135M"
@@ -96,7 +96,7 @@ def main():
 
     # (a) the AR parent: the same weights with causal attention, plain greedy decoding
     parent, tok, d = load(model_dir)
-    prompts = [tok.apply_chat_template(r["messages"], add_generation_prompt=True) for r in rows]
+    prompts = [chat_ids(tok, r["messages"]) for r in rows]
     parent.causal = True
     t = time.time()
     outs = [ar_greedy(parent, p, 32, set(d["eos_token_id"])) for p in prompts]
