@@ -63,9 +63,9 @@ def reset_peak():
 
 def flops_per_token(cfg, T):
     # 6N for the weights (forward + backward) + 12 * layers * heads * head_dim * T for attention scores
-    n = sum(p.numel() for p in model.parameters()) - (0 if not cfg.tie_word_embeddings else
+    # the matmul weights: the body and the LM head; an untied input embedding is a lookup, not a matmul
+    n = sum(p.numel() for p in model.parameters()) - (0 if cfg.tie_word_embeddings else
                                                         cfg.vocab_size * cfg.hidden_size)
-    n += cfg.vocab_size * cfg.hidden_size  # the LM head matmul runs either way
     return 6 * n + 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * T
 
 
