@@ -226,6 +226,31 @@ def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir):
     assert got == pytest.approx(-sum(rows) / 2, abs=1e-4)
 
 
+@pytest.mark.parametrize("right_shift", [False, True])
+def test_mdlm_loglikelihood_equals_hand_computation(tiny_dir, right_shift):
+    """With the draw fixed, loglikelihood = mean over rows of sum_{masked i} log p(x0_i | x_t) / p_mask,
+    from one bidirectional forward over each row's x_t; with right_shift the logit at i-1 is token i's."""
+    lm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=2, mc_num=2)
+    lm.sampler["right_shift_logits"] = right_shift
+    ctx, cont = "The quick brown", " fox jumps over the lazy dog"
+    c, x = lm.encode_pair(ctx, cont)
+    P, L = len(c), len(c) + len(x)
+    x0 = torch.tensor(c + x)
+    masks = [[P, P + 2, L - 1], list(range(P + 1, L))]  # the first continuation token, the last, all but one
+    p_mask = torch.tensor([[3 / (L - P)], [(L - P - 1) / (L - P)]])
+    xt = x0.repeat(2, 1)
+    for row, m in enumerate(masks):
+        xt[row, m] = lm.mask_id
+    lm.draw = lambda x0_, P_, g: (xt, p_mask)
+    got = lm.loglikelihood([req("loglikelihood", ctx, cont)])[0][0]
+    want = 0.0
+    with torch.no_grad():
+        for row, m in enumerate(masks):
+            logp = lm.model(xt[row][None], causal=False)[0].log_softmax(-1)
+            want += sum(logp[i - 1 if right_shift else i, x0[i]].item() for i in m) / p_mask[row].item()
+    assert got == pytest.approx(want / 2, abs=1e-4)
+
+
 def test_draws_mask_only_the_continuation(tiny_dir):
     g = torch.Generator().manual_seed(0)
     x0 = torch.arange(100, 111)[None].expand(4, -1)  # P = 3 context + T = 8 continuation
