@@ -9,9 +9,11 @@ question), raw text. 256 new tokens in blocks of 32.
 BD3LM: the exact incremental KV cache against the reference's method (the whole prefix
 re-run at every block, a fresh copy of its cache at every step), steps=64 and 256. Both
 must give the same tokens. Then a batch of `batch` such prompts (the same shots, other
-test questions) at steps=64: at batch 1 a 32-token step streams every weight from memory
-for little arithmetic, while the recompute path's prefix passes are arithmetic-bound, so
-the gain grows with the batch.
+test questions) at steps=64. After the rows, where the batch-1 time goes: the fixed costs
+(prefix passes, the prompt's pass) against the per-step cost, which both paths pay, and the
+GEMM rate at a step's 32 rows against a prefix pass's ~1000. The ratio is capped by how
+cheap a step is next to the recompute path's fixed costs, and on a CPU a 32-row fp32 GEMM
+runs well below the rate of a long one; more rows per step (a batch) lift it.
 
 MDLM: cache none (exact: the whole canvas every step) | prefix | dual, times threshold
 off / 0.9, at steps=256 (one token per step without threshold). The exact path costs a
@@ -30,6 +32,7 @@ model_name_or_path; in bf16, exact and recompute may differ in a few near-tied t
 """
 
 import json
+import math
 import os
 import platform
 import sys
@@ -102,6 +105,57 @@ def run_blocks(model, ids, n_blocks, **kw):
     return seen["tokens"], seen["nfe"], time.perf_counter() - t0
 
 
+def timed(model, prompts, **kw):
+    """generate, and the seconds each denoising step took -> (output, [seconds per step])."""
+    ts = [time.perf_counter()]
+    out = sample.generate(model, prompts, on_step=lambda step, region: ts.append(time.perf_counter()), **kw)
+    return out, [b - a for a, b in zip(ts, ts[1:])]
+
+
+def time_split(model, prompt_len, steps, ref_dt, out_dt):
+    """Where the single-prompt BD3LM time goes. A block's first step carries the fixed costs
+    (recompute: the prefix pass; exact: the prompt, or the last block's K/V, riding along);
+    every other step is a plain 32-token denoising step, the same work on both paths (plus a
+    cache copy on the recompute path). With fixed costs F and a step of s seconds, n steps
+    take F + n*s, so the ratio is capped by how small s is next to the recompute's F."""
+    spb = steps // math.ceil(max_new_tokens / block_size)
+
+    def parts(dt):
+        first = [d for i, d in enumerate(dt) if i % spb == 0]
+        rest = [d for i, d in enumerate(dt) if i % spb]
+        s = sum(rest) / len(rest)
+        return sum(first) - len(first) * s, s
+
+    fr, sr = parts(ref_dt)
+    fe, se = parts(out_dt)
+    n = len(out_dt)
+    cap = (fr + n * (sr - se) - 3 * fe) / (2 * n)  # the step time at which the ratio reaches 3x
+    print(f"\nwhere the time goes (batch 1, steps={steps}, {n} steps, a block's first step carries the fixed costs):")
+    print(f"  recompute: fixed {fr:5.1f} s (prefix passes), then {sr * 1e3:5.1f} ms per step")
+    print(f"  exact:     fixed {fe:5.1f} s (the prompt's pass; finished blocks riding along), "
+          f"then {se * 1e3:5.1f} ms per step")
+    print(f"  ratio = ({fr:.1f} s + {n} x {sr * 1e3:.0f} ms) / ({fe:.1f} s + {n} x {se * 1e3:.0f} ms) "
+          f"= {(fr + n * sr) / (fe + n * se):.2f}; 3x needs a step of <= {cap * 1e3:.0f} ms")
+    # the layers' GEMMs of one forward, run as the forward runs them (every weight once, in order)
+    ws = [p for p in model.model.layers.parameters() if p.dim() == 2]
+    rate = {}
+    for m in (block_size, block_size, prompt_len):  # a step's rows (twice: the first warms up); a prefix pass's
+        xs = {k: torch.randn(m, k, dtype=ws[0].dtype, device=ws[0].device) for k in {w.shape[1] for w in ws}}
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for w in ws:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        rate[m] = 2 * m * sum(w.numel() for w in ws) / (time.perf_counter() - t0) / 1e9
+    gflop = 2 * block_size * sum(w.numel() for w in ws) / 1e9
+    short, long = gflop / rate[block_size], gflop / rate[prompt_len]
+    print(f"  the layers' GEMMs: {rate[block_size]:.0f} GFLOP/s at a step's {block_size} rows, {rate[prompt_len]:.0f} "
+          f"at a prefix pass's {prompt_len}: a step's {gflop:.1f} GFLOP take {short * 1e3:.0f} ms, and at the "
+          f"long rate {long * 1e3:.0f} ms, a step of {(se - short + long) * 1e3:.0f} ms")
+
+
 def main():
     model, tok, d = sample.load(model_name_or_path, dtype=dtype or None, device=device)
     name = os.path.basename(model_name_or_path.rstrip("/"))
@@ -131,16 +185,20 @@ def main():
         print(f"{m:7} {cache:10} {'-' if thr is None else thr:>6} {steps:>5} {n:>6} {nfe:>5} {secs:>8.1f} "
               f"{n / secs:>7.2f} {base / secs if base else 1.0:>7.1f}x  {agree}", flush=True)
 
+    split = None
     for steps in bd3lm_steps:
-        ref = sample.generate(model, [ids], method="bd3lm", cache="recompute", steps=steps,
-                              max_new_tokens=max_new_tokens, **kw)
+        ref, ref_dt = timed(model, [ids], method="bd3lm", cache="recompute", steps=steps,
+                            max_new_tokens=max_new_tokens, **kw)
         n = len(ref.sequences[0])
         row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, "(reference method)")
-        out = sample.generate(model, [ids], method="bd3lm", cache="exact", steps=steps,
-                              max_new_tokens=max_new_tokens, **kw)
+        out, out_dt = timed(model, [ids], method="bd3lm", cache="exact", steps=steps,
+                            max_new_tokens=max_new_tokens, **kw)
+        split = split or (steps, ref_dt, out_dt)
         diff = sum(a != b for a, b in zip(out.sequences[0], ref.sequences[0]))
         row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
             "identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ")
+
+    time_split(model, len(ids), *split)
 
     if batch > 1:
         steps = bd3lm_steps[0]
