@@ -116,8 +116,9 @@ def time_split(model, prompt_len, steps, ref_dt, out_dt):
     """Where the single-prompt BD3LM time goes. A block's first step carries the fixed costs
     (recompute: the prefix pass; exact: the prompt, or the last block's K/V, riding along);
     every other step is a plain 32-token denoising step, the same work on both paths (the
-    recompute path also copies its cache and takes logits for the whole block). With fixed costs F and a step of s seconds, n steps
-    take F + n*s, so the ratio is capped by how small s is next to the recompute's F."""
+    recompute path also copies its cache and takes logits for the whole block). With fixed
+    costs F and a step of s seconds, n steps take F + n*s, so the ratio is capped by how small
+    s is next to the recompute's F."""
     spb = steps // math.ceil(max_new_tokens / block_size)
 
     def parts(dt):
