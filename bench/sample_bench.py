@@ -120,6 +120,8 @@ def time_split(model, prompt_len, steps, ref_dt, out_dt):
     costs F and a step of s seconds, n steps take F + n*s, so the ratio is capped by how small
     s is next to the recompute's F."""
     spb = steps // math.ceil(max_new_tokens / block_size)
+    if spb < 2:  # no plain steps to measure: every step is a block's first
+        return
 
     def parts(dt):
         first = [d for i, d in enumerate(dt) if i % spb == 0]
@@ -186,33 +188,25 @@ def main():
         print(f"{m:7} {cache:10} {'-' if thr is None else thr:>6} {steps:>5} {n:>6} {nfe:>5} {secs:>8.1f} "
               f"{n / secs:>7.2f} {base / secs if base else 1.0:>7.1f}x  {agree}", flush=True)
 
-    split = None
-    for steps in bd3lm_steps:
-        ref, ref_dt = timed(model, [ids], method="bd3lm", cache="recompute", steps=steps,
+    def bd3lm_pair(prompts, steps, note=""):
+        """The reference method, then the exact cache: two rows -> the seconds of each one's steps."""
+        ref, ref_dt = timed(model, prompts, method="bd3lm", cache="recompute", steps=steps,
                             max_new_tokens=max_new_tokens, **kw)
-        n = len(ref.sequences[0])
-        row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, "(reference method)")
-        out, out_dt = timed(model, [ids], method="bd3lm", cache="exact", steps=steps,
-                            max_new_tokens=max_new_tokens, **kw)
-        split = split or (steps, ref_dt, out_dt)
-        diff = sum(a != b for a, b in zip(out.sequences[0], ref.sequences[0]))
-        row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
-            "identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ")
-
-    time_split(model, len(ids), *split)
-
-    if batch > 1:
-        steps = bd3lm_steps[0]
-        prompts, _ = fewshot_prompts(tok, batch)
-        ref = sample.generate(model, prompts, method="bd3lm", cache="recompute", steps=steps,
-                              max_new_tokens=max_new_tokens, **kw)
         n = sum(len(s) for s in ref.sequences)
-        row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, f"(reference method, batch {batch})")
-        out = sample.generate(model, prompts, method="bd3lm", cache="exact", steps=steps,
-                              max_new_tokens=max_new_tokens, **kw)
+        row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, f"(reference method{note})")
+        out, out_dt = timed(model, prompts, method="bd3lm", cache="exact", steps=steps,
+                            max_new_tokens=max_new_tokens, **kw)
         diff = sum(a != b for s, t in zip(out.sequences, ref.sequences) for a, b in zip(s, t))
         row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
-            f"batch {batch}: " + ("identical tokens" if out.sequences == ref.sequences else f"{diff}/{n} tokens differ"))
+            ("identical tokens" if diff == 0 else f"{diff}/{n} tokens differ") + note)
+        return ref_dt, out_dt
+
+    dts = {steps: bd3lm_pair([ids], steps) for steps in bd3lm_steps}
+    time_split(model, len(ids), bd3lm_steps[0], *dts[bd3lm_steps[0]])
+
+    if batch > 1:
+        prompts, _ = fewshot_prompts(tok, batch)
+        bd3lm_pair(prompts, bd3lm_steps[0], f", batch {batch}")
         print(f"batch {batch} prompts: {[len(p) for p in prompts]} tokens")
 
     mkw = dict(kw, method="mdlm", steps=mdlm_steps, max_new_tokens=max_new_tokens)
