@@ -187,7 +187,7 @@ class A2DLM(LM):
 
     def apply_chat_template(self, chat_history, add_generation_prompt=True):
         kw = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
-                  continue_final_message=not add_generation_prompt)
+                  continue_final_message=not add_generation_prompt, enable_thinking=False)  # as train.py
         try:
             return self.tokenizer.apply_chat_template(chat_history, **kw)
         except Exception as e:  # a template without a system role: fold it away, as lm-eval's HF model does

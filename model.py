@@ -14,6 +14,7 @@ Imports only torch, safetensors and the standard library (huggingface_hub is
 imported lazily, for hub ids).
 """
 
+import functools
 import json
 import math
 import os
@@ -573,6 +574,57 @@ def bd3lm_block_mask(L, block_size, device):
                              device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def _bd3lm_base_mask(L, block_size, device, flex):
+    return bd3lm_block_mask(L, block_size, device) if flex else bd3lm_attention_mask(L, block_size, device)[None, None]
+
+
+def bd3lm_mask(L, block_size, device, keep=None):
+    """The mask bd3lm_loss attends with. keep (B, L), False = padding, hides the padded keys of both
+    halves, so a partly padded last block never sees padding. On CUDA, unpadded rows of L >= 256 get
+    the flex BlockMask; the rest the dense bool mask (1 or B, 1, 2L, 2L), a few MB at most (and flex's
+    short-query kernel has failed to compile on an H200 for 2L <= 128)."""
+    device = torch.device(device)
+    base = _bd3lm_base_mask(L, block_size, device, device.type == "cuda" and keep is None and L >= 256)
+    return base if keep is None else base & keep.bool().repeat(1, 2)[:, None, None, :]
+
+
+def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
+            right_shift_logits=False, mdlm_pad_loss=True):
+    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) and a key-padding mask (B, T),
+    None when every key is real. ids: the "pad", "eos" and "bos" token ids. Label -100 = unscored.
+
+    The padding follows the reference's collators, objective by objective:
+      MDLM SFT (mdlm_pad_loss): pad tokens that are attended *and scored*. A sampler answers on a
+        fixed canvas of masks, and the model can only end a short answer there if it learned to fill
+        the rest of the canvas with padding after its end of turn.
+      BD3LM SFT: EOS, scored, up to a block multiple; the batch padding after it fills whole blocks.
+      otherwise: unscored padding behind the key-padding mask.
+    right_shift_logits: logit i predicts token i+1, so a BOS column goes in front of the first token
+    (unless no row scores its first token)."""
+    seqs = []
+    for x, plen in rows:
+        x = torch.tensor([int(v) for v in x[:max_length]], dtype=torch.long)  # lists, memmaps, arrays
+        y = x.clone()
+        y[:plen if sft and mask_prompt_loss else 0] = -100
+        if sft and objective == "bd3lm":
+            pad = torch.full((-len(x) % block_size,), ids["eos"])
+            x, y = torch.cat([x, pad]), torch.cat([y, pad])
+        seqs.append((x, y))
+    B, T = len(seqs), max(len(x) for x, _ in seqs)
+    scored_pad = sft and objective == "mdlm" and mdlm_pad_loss
+    x, y = torch.full((B, T), ids["pad"]), torch.full((B, T), ids["pad"] if scored_pad else -100)
+    keep = torch.zeros(B, T, dtype=torch.bool)
+    for i, (xi, yi) in enumerate(seqs):
+        x[i, :len(xi)], y[i, :len(yi)], keep[i, :len(xi)] = xi, yi, True
+    if scored_pad:
+        keep[:] = True
+    if right_shift_logits and not (y[:, 0] == -100).all():
+        col = lambda v: torch.full((B, 1), v)
+        x, y, keep = torch.cat([col(ids["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
+    return x, y, None if keep.all() else keep
+
+
 def right_shift(logits):
     # Dream-style: the logit at i predicts token i+1, so shift right by one (row 0 repeats)
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
@@ -619,15 +671,16 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
     return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)
 
 
-def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, schedule="linear",
+def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
                weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
     """BD3LM loss: one forward on x_t ⊕ x_0 (2L tokens) under the block-diffusion mask.
 
     Both halves use positions 0..L-1. Only the x_t half is scored, so the LM head
-    runs on its masked rows alone. t is (B,) or per token (B, L)."""
+    runs on its masked rows alone. t is (B,) or per token (B, L). attention_mask: a
+    key-padding mask (B, L) or None; attn_mask: a ready (2L, 2L) mask, for benchmarks."""
     B, L = input_ids.shape
     if attn_mask is None:
-        attn_mask = bd3lm_attention_mask(L, block_size, input_ids.device)[None, None]
+        attn_mask = bd3lm_mask(L, block_size, input_ids.device, attention_mask)
     pos = torch.arange(L, device=input_ids.device).repeat(2)[None].expand(B, 2 * L)
     b, i, src = masked_rows(masked, right_shift_logits)  # src < L: rows of the x_t half
     logits = model(torch.cat([xt, input_ids], 1), attention_mask=attn_mask, position_ids=pos,

@@ -663,8 +663,9 @@ def override(d, method="", block_size=0, mask_token_id=-1, right_shift_logits=""
 
 def chat_ids(tok, messages):
     # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but
-    # a dict in 5; the template already holds every special token
-    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # a dict in 5; the template already holds every special token. Thinking off, as in training,
+    # whatever the checkpoint's template defaults to
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
     return tok(text, add_special_tokens=False).input_ids
 
 

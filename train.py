@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import (Model, ar_loss, bd3lm_attention_mask, bd3lm_block_mask, bd3lm_loss, forward_mask,
-                   mdlm_loss, sample_t)
+from model import Model, ar_loss, bd3lm_loss, collate, forward_mask, mdlm_loss, sample_t
 
 # -----------------------------------------------------------------------------
 # options (python config files and --key=value override these; --help lists them)
@@ -49,6 +48,7 @@ max_length = 512  # pt: chunk length; sft: longer rows are truncated or dropped 
 truncation = "right"  # sft: right (clip the response) | filter (drop the row)
 streaming = False  # pt: read the source lazily (OpenWebText-size corpora); needs max_steps
 mask_prompt_loss = True  # sft: no loss on the prompt
+mdlm_pad_loss = True  # mdlm sft: pad rows with attended, scored pad tokens, so the model learns to end answers
 eval_fraction = 0.05  # held-out share of a source that has no test split
 cache_dir = ""  # tokenized data cache; default <output_dir>/data
 prepare_data_only = False  # tokenize and cache, then exit
@@ -312,9 +312,7 @@ def load_source(name, kv):
     kv = dict(kv)
     caps = {s: int(kv.pop(s)) for s in ("train", "test") if s in kv}
     hf_name = kv.pop("name", None)
-    # [k:v] keeps rows whose field k equals v; rows without that field, those whose text holds v
-    # (the reference's [lang:python] on OpenCoder chats)
-    keep = lambda r: all(str(r[k]) == v if k in r else v in str(r) for k, v in kv.items())
+    keep = lambda r: all(row_has(r, k, v) for k, v in kv.items())
     if name.startswith("synthetic:"):
         train, test = synthetic_rows(name.split(":", 1)[1], caps.pop("train", 20000), caps.pop("test", 200))
     elif os.path.exists(name):
@@ -347,6 +345,18 @@ def load_source(name, kv):
         train = cap(train, caps["train"]) if "train" in caps else train
         test = cap(test, caps["test"]) if test is not None and "test" in caps else test
     return train, test
+
+
+def row_has(row, k, v):
+    """[k:v]: the row's field k equals v; a chat row without field k passes when its assistant reply
+    holds v (the reference's [lang:python] on OpenCoder's SFT chats, whose rows name no language)."""
+    if k in row:
+        return str(row[k]) == v
+    replies = [m["content"] for m in row.get("messages", []) if m.get("role") == "assistant"]
+    if not replies:
+        raise SystemExit(f"error: a [{k}:{v}] filter, but rows have no field {k!r} (fields: {sorted(row)}) "
+                         f"and no assistant reply to look in; drop the filter or name a field")
+    return v in replies[0]
 
 
 def to_messages(row):
@@ -455,7 +465,7 @@ def prepare_sft(tok, encode, cache):
     if not tok.chat_template:
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
-    base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction))
+    base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
         for name, kv in parse_dataset_args(dataset_args):
@@ -465,11 +475,12 @@ def prepare_sft(tok, encode, cache):
             ids, plens = [], []
             for a in range(0, len(convs), 4096):  # in slices: a million chats never sit in python lists
                 part = convs[a:a + 4096]
-                ids += [np.asarray(x, dtype=np.uint32) for x in encode([tok.apply_chat_template(m, tokenize=False)
-                                                                        for m in part])]
+                # thinking off whatever the template's default (the reference does so for every Qwen
+                # tokenizer); templates without the switch ignore it
+                render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
+                ids += [np.asarray(x, dtype=np.uint32) for x in encode([render(m) for m in part])]
                 # the prompt: all but the last message, then the assistant header; its tokens get -100
-                plens += [len(p) for p in encode([tok.apply_chat_template(m[:-1], tokenize=False,
-                                                                          add_generation_prompt=True) for m in part])]
+                plens += [len(p) for p in encode([render(m[:-1], add_generation_prompt=True) for m in part])]
             np.save(base + f"-{s}-ids.npy", np.concatenate(ids) if ids else np.zeros(0, np.uint32))
             np.save(base + f"-{s}-off.npy", np.cumsum([0] + [len(x) for x in ids]))
             np.save(base + f"-{s}-plen.npy", np.asarray(plens, dtype=np.int64))
@@ -488,52 +499,55 @@ def prepare_sft(tok, encode, cache):
         ids = np.load(base + f"-{s}-ids.npy", mmap_mode="r")
         off, plen = np.load(base + f"-{s}-off.npy"), np.load(base + f"-{s}-plen.npy")
         rows = [(ids[off[i]:off[i + 1]], int(plen[i])) for i in range(len(plen))]
-        # the reference's rule: a row whose prompt does not fit is dropped, else right-clipped
-        fits = [r for r in rows if (len(r[0]) <= max_length if truncation == "filter" else r[1] < max_length)]
+        # the reference's rule: filter drops rows over max_length; right drops a row whose (masked)
+        # prompt is over max_length and clips the rest
+        fits = [r for r in rows if (len(r[0]) <= max_length if truncation == "filter" else
+                                    r[1] <= max_length or not mask_prompt_loss)]
         print0(f"sft {s}: {len(rows):,} rows, {len(rows) - len(fits):,} over max_length={max_length} dropped, "
                f"{sum(len(r[0]) > max_length for r in fits):,} clipped")
         out.append(fits)
     return out
 
 
-def collate(rows, ids):
-    """rows of (token ids, prompt_len) -> input_ids, labels (B, T) and a key-padding mask (None if unpadded)."""
-    seqs = []
-    for x, plen in rows:
-        x = np.asarray(x[:max_length], dtype=np.int64)
-        y = x.copy()
-        y[:plen if task == "sft" and mask_prompt_loss else 0] = -100
-        if task == "sft" and objective == "bd3lm":
-            # as the reference: EOS (scored) up to a block multiple; the batch padding after it then
-            # fills whole later blocks, which no real token's block-causal mask can see
-            pad = np.full(-len(x) % block_size, ids["eos"])
-            x, y = np.concatenate([x, pad]), np.concatenate([y, pad])
-        seqs.append((x, y))
-    B, T = len(seqs), max(len(x) for x, _ in seqs)
-    x, y, keep = torch.full((B, T), ids["pad"]), torch.full((B, T), -100), torch.zeros(B, T, dtype=torch.bool)
-    for i, (xi, yi) in enumerate(seqs):
-        x[i, :len(xi)], y[i, :len(xi)], keep[i, :len(xi)] = torch.from_numpy(xi), torch.from_numpy(yi), True
-    if right_shift_logits and not (y[:, 0] == -100).all():
-        # logit i predicts token i+1, so the first token needs a BOS in front to be predicted from
-        col = lambda v: torch.full((B, 1), v)
-        x, y, keep = torch.cat([col(ids["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
-    return x.to(_device), y.to(_device), None if keep.all() else keep.to(_device)
+def batch_of(rows, ids):
+    # model.collate holds the padding rules of each objective (the reference's collators)
+    x, y, keep = collate(rows, ids, objective, max_length, block_size, task == "sft", mask_prompt_loss,
+                         right_shift_logits, mdlm_pad_loss)
+    return x.to(_device), y.to(_device), None if keep is None else keep.to(_device)
 
 
-def stream_chunks(docs_fn, encode, eos, skip):
+def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
     """Endless pretraining chunks from a streamed source: each pass re-reads it, and the first
-    `skip` chunks of every pass are the held-out split."""
-    while True:
-        buf, n = [], 0
+    `skip` chunks of every pass are the held-out split. shuffle: the rest pass through a buffer of
+    1,000 chunks drawn from at random, seeded by seed + pass (the reference shuffles its stream so)."""
+    def one_pass():
+        buf = []
         for ids in token_stream((text_of(r) for r in docs_fn()), encode, eos):
             buf += ids
             while len(buf) >= max_length:
-                if n >= skip:
-                    yield np.asarray(buf[:max_length], dtype=np.int64), 0
-                n += 1
+                yield np.asarray(buf[:max_length], dtype=np.int64), 0
                 del buf[:max_length]
-        if n <= skip:
+
+    for p in itertools.count():
+        chunks, n = one_pass(), 0
+        if len(list(itertools.islice(chunks, skip))) == skip:
+            for n, chunk in enumerate(buffer_shuffle(chunks, random.Random(seed + p)) if shuffle else chunks, 1):
+                yield chunk
+        if n == 0:
             raise SystemExit(f"error: the stream {dataset_args!r} has fewer than {skip + 1} chunks of {max_length}")
+
+
+def buffer_shuffle(items, rng, size=1000):
+    buf = []
+    for x in items:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        i = rng.randrange(size)
+        yield buf[i]
+        buf[i] = x
+    rng.shuffle(buf)
+    yield from buf
 
 
 # -----------------------------------------------------------------------------
@@ -602,19 +616,6 @@ def wrap(model, amp):
 # and each rank keeps its own rows: a run on N processes sees the same t and masks as one
 # process with the same global batch, so loss curves match across world sizes.
 
-_masks = {}
-
-
-def bd3_mask(L):
-    # a sparse flex BlockMask on CUDA for long rows, else a dense (1, 1, 2L, 2L) bool mask. Short
-    # rows (SFT batches are padded only to their longest row) stay dense: a few KB, and flex's
-    # short-query (decoding) kernel has failed to compile on an H200 for 2L <= 128
-    if L not in _masks:
-        _masks[L] = bd3lm_block_mask(L, block_size, _device) if _device.type == "cuda" and L >= 256 \
-            else bd3lm_attention_mask(L, block_size, _device)[None, None]
-    return _masks[L]
-
-
 def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
     """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
     ids, labels, keep = batch
@@ -629,12 +630,11 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
     else:
         t = sample_t(n, time_epsilon, antithetic, t_min, t_max, gen, _device)  # (n,)
     xt, masked = forward_mask(ids, labels, t, mask_id, schedule, generator=gen)
-    kw = dict(schedule=schedule, weight_type=weight_type, norm_type=norm_type, right_shift_logits=right_shift_logits)
+    kw = dict(attention_mask=keep[rows] if keep is not None else None, schedule=schedule, weight_type=weight_type,
+              norm_type=norm_type, right_shift_logits=right_shift_logits)
     if objective == "mdlm":
-        am = keep[rows] if keep is not None else None
-        return mdlm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], attention_mask=am, **kw)
-    return bd3lm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], block_size,
-                      attn_mask=bd3_mask(L), **kw)
+        return mdlm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], **kw)
+    return bd3lm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], block_size, **kw)
 
 
 @torch.no_grad()
@@ -646,7 +646,7 @@ def evaluate(model, rows, ids, amp):
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
     for k in range(_rank, -(-n // _world) * _world, _world):  # equal counts per rank (FSDP needs it)
-        batch = collate([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
+        batch = batch_of([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
         gen = torch.Generator(device=_device).manual_seed(seed + 1 + k % n)
         with amp:
             s = loss_of(model, batch, gen, slice(None), ids["mask"], weight_type="scheduler", norm_type="batch")
@@ -734,10 +734,11 @@ def restore(state, raw, opt, sched, gen):
 # the run
 
 def lr_factor(step, total):
-    # linear warmup, then cosine / linear decay to min_lr_ratio (or constant)
+    # HF's schedules (the reference's): linear warmup from 0, then cosine / linear decay to
+    # min_lr_ratio (or constant)
     warm = warmup_steps or math.ceil(warmup_ratio * total)
     if step < warm:
-        return (step + 1) / (warm + 1)
+        return step / warm
     p = min(1.0, (step - warm) / max(1, total - warm))
     decay = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1 - p, "constant": 1.0}[lr_scheduler_type]
     return min_lr_ratio + (1 - min_lr_ratio) * decay
@@ -837,7 +838,7 @@ def main():
         step = state["step"]
         print0(f"resumed from {ckpt} at step {step}")
     if streaming:
-        stream = stream_chunks(docs, encode, ids["eos"], len(eval_rows))
+        stream = stream_chunks(docs, encode, ids["eos"], len(eval_rows), shuffle=True)
         for _ in range(step * gradient_accumulation_steps * R):  # exact, but it re-reads the stream
             next(stream)
     if compile:
@@ -884,7 +885,7 @@ def main():
     while step < total:
         t0, loss_sum, tokens = time.time(), 0.0, 0
         for micro in range(gradient_accumulation_steps):
-            batch = collate(global_rows(step * gradient_accumulation_steps + micro), ids)
+            batch = batch_of(global_rows(step * gradient_accumulation_steps + micro), ids)
             tokens += batch[0].numel()
             last = micro == gradient_accumulation_steps - 1
             if fsdp:  # gradients are reduced across ranks on the last micro-step only

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from model import (Config, Model, ar_loss, bd3lm_attention_mask, bd3lm_loss, forward_mask, mdlm_loss,
+from model import (Config, Model, ar_loss, bd3lm_attention_mask, bd3lm_loss, collate, forward_mask, mdlm_loss,
                    sample_t)
 
 V = 5
@@ -167,3 +167,85 @@ def test_antithetic_t_is_evenly_spread_and_clipped():
     assert torch.allclose(gaps, torch.full_like(gaps, (1 - 1e-3) / 8), atol=1e-6)
     t = sample_t(1000, eps=1e-3, low=0.3, high=0.8, generator=torch.Generator().manual_seed(0))
     assert 0.3 <= t.min() and t.max() <= 0.8 and t.max() - t.min() > 0.45
+
+
+# -----------------------------------------------------------------------------
+# batches: model.collate against batches built by hand. Token ids: pad 0, BOS 1, EOS 9; the rows
+# are (ids, prompt_len); max_length 8, block_size 4. "_" = -100 (unscored).
+IDS = {"pad": 0, "eos": 9, "bos": 1}
+SFT_ROWS = [([5, 6, 7, 8, 9], 2), ([5, 6, 9], 1)]
+_ = -100
+# (objective, mask_prompt_loss, right_shift_logits) -> input_ids, labels, key-padding mask (None: all real)
+SFT_BATCHES = {
+    # MDLM: the pad tokens are attended and scored (the reference's EOS padding), no key mask
+    ("mdlm", True, False): ([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], [[_, _, 7, 8, 9], [_, 6, 9, 0, 0]], None),
+    ("mdlm", False, False): ([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], [[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], None),
+    # every row's first label is -100 already: no BOS column (the reference's rule)
+    ("mdlm", True, True): ([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], [[_, _, 7, 8, 9], [_, 6, 9, 0, 0]], None),
+    ("mdlm", False, True): ([[1, 5, 6, 7, 8, 9], [1, 5, 6, 9, 0, 0]], [[_, 5, 6, 7, 8, 9], [_, 5, 6, 9, 0, 0]], None),
+    # BD3LM: scored EOS up to the block multiple, then unscored batch padding in whole blocks
+    ("bd3lm", True, False): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
+                             [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]],
+                             [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+    ("bd3lm", False, False): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
+                              [[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, _, _, _, _]],
+                              [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+    ("bd3lm", True, True): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
+                            [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]],
+                            [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+    ("bd3lm", False, True): ([[1, 5, 6, 7, 8, 9, 9, 9, 9], [1, 5, 6, 9, 9, 0, 0, 0, 0]],
+                             [[_, 5, 6, 7, 8, 9, 9, 9, 9], [_, 5, 6, 9, 9, _, _, _, _]],
+                             [[1] * 9, [1, 1, 1, 1, 1, 0, 0, 0, 0]]),
+}
+
+
+def check_batch(got, want):
+    x, y, keep = got
+    wx, wy, wkeep = want
+    assert x.tolist() == wx and y.tolist() == wy
+    assert (keep is None and wkeep is None) or keep.int().tolist() == wkeep, keep
+
+
+@pytest.mark.parametrize("key", SFT_BATCHES, ids=lambda k: "-".join(map(str, k)))
+def test_collate_sft_by_hand(key):
+    objective, mask_prompt, shift = key
+    check_batch(collate(SFT_ROWS, IDS, objective, 8, 4, sft=True, mask_prompt_loss=mask_prompt,
+                        right_shift_logits=shift), SFT_BATCHES[key])
+
+
+def test_collate_mdlm_sft_without_pad_loss_and_pretraining_tail():
+    # mdlm_pad_loss=False: padding unscored and hidden, as for pretraining
+    check_batch(collate(SFT_ROWS, IDS, "mdlm", 8, 4, sft=True, mdlm_pad_loss=False),
+                ([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], [[_, _, 7, 8, 9], [_, 6, 9, _, _]], [[1] * 5, [1, 1, 1, 0, 0]]))
+    # pretraining chunks with a padded tail (drop_tail=False), clipped to max_length, every token
+    # scored; the first is predicted from a BOS column under right shift
+    pt = [([5, 6, 7, 8, 5, 6, 7, 8, 3], 0), ([5, 6, 7], 0)]
+    for objective in ("mdlm", "bd3lm", "ar"):
+        check_batch(collate(pt, IDS, objective, 8, 4),
+                    ([[5, 6, 7, 8, 5, 6, 7, 8], [5, 6, 7, 0, 0, 0, 0, 0]],
+                     [[5, 6, 7, 8, 5, 6, 7, 8], [5, 6, 7, _, _, _, _, _]], [[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]]))
+    check_batch(collate(pt, IDS, "bd3lm", 8, 4, right_shift_logits=True),
+                ([[1, 5, 6, 7, 8, 5, 6, 7, 8], [1, 5, 6, 7, 0, 0, 0, 0, 0]],
+                 [[_, 5, 6, 7, 8, 5, 6, 7, 8], [_, 5, 6, 7, _, _, _, _, _]], [[1] * 9, [1, 1, 1, 1, 0, 0, 0, 0, 0]]))
+
+
+def test_bd3lm_padded_tail_never_sees_padding():
+    # a padded tail chunk's last block is part real, part padding: under the key-padding mask its
+    # loss must be that of the same tokens alone, unpadded (same noise), whatever the pad token is
+    cfg = Config(model_type="a2d-qwen3", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
+                 torch_dtype="float32", mask_token_id=63)
+    model = Model(cfg).init_weights(seed=3)
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(2, 63, (1, 10), generator=g)  # 10 tokens: block 3 of 4 is half padding
+    t = torch.tensor([0.6])
+    xt, masked = forward_mask(real, real, t, 63, generator=g)
+    alone = bd3lm_loss(model, real, real, xt, masked, t, 4, norm_type="batch").item()
+    for pad in (0, 7):
+        x, xt_p = (torch.cat([v, torch.full((1, 2), pad)], 1) for v in (real, xt))  # (1, 12)
+        y = torch.cat([real, torch.full((1, 2), -100)], 1)
+        masked_p = torch.cat([masked, torch.zeros(1, 2, dtype=torch.bool)], 1)
+        got = bd3lm_loss(model, x, y, xt_p, masked_p, t, 4, attention_mask=y != -100, norm_type="batch").item()
+        assert abs(got - alone) < 1e-5 * abs(alone), (pad, got, alone)
+        seen = bd3lm_loss(model, x, y, xt_p, masked_p, t, 4, norm_type="batch").item()
+        assert abs(seen - alone) > 1e-4  # without the key mask the padding is seen

@@ -94,6 +94,55 @@ def test_sft_gsm8k_prompt_masked_and_ids_equal_hf(tiny_dir, tok, tmp_path):
         assert answer.startswith(train_rows[i]["answer"]) and answer.endswith("<|im_end|>\n")
 
 
+# Qwen3-style: thinking unless the caller says enable_thinking=False (a dllm-hub checkpoint's template)
+THINKING_TEMPLATE = ("{% set off = enable_thinking is defined and enable_thinking is false %}"
+                     "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+                     "{% if m.role == 'assistant' and off %}<think>\n\n</think>\n\n{% endif %}"
+                     "{{ m.content }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                     "{% if off %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def test_sft_thinking_off_lang_filter_and_length_rule(tiny_dir, tok, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    with open(model / "tokenizer_config.json") as f:
+        tc = json.load(f)
+    with open(model / "tokenizer_config.json", "w") as f:
+        json.dump({**tc, "chat_template": THINKING_TEMPLATE}, f)
+    for fn in glob.glob(str(model / "chat_template.*")):
+        os.remove(fn)
+    chat = lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    rows = [chat("Print one.", "```python\nprint(1)\n```"), chat("In python, please.", "```js\nlog(1)\n```"),
+            chat("Add them.", "```python\nprint(1 + 2)\n```")]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = [f"--model_name_or_path={model}", "--task=sft", "--prepare_data_only=True", "--eval_fraction=0",
+              "--per_device_train_batch_size=1"]
+
+    # [lang:python] tests the assistant reply, not the whole row: the js reply asked for in python is out
+    r = run_train(tmp_path / "a", *common, f"--dataset_args={data}[lang:python]", "--max_length=512")
+    assert "sft train: 2 rows, 0 over max_length=512 dropped" in r.stdout
+    (ids, plen), _ = sft_cache(tmp_path / "a", "train")
+    text = tok.decode(ids)
+    # thinking off although the template's default is on: the prompt ends in the empty think block
+    assert text.startswith("<|im_start|>user\nPrint one.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert "</think>" in tok.decode(ids[:plen]) and "print(1)" in tok.decode(ids[plen:])
+
+    # truncation=right drops a row whose masked prompt is longer than max_length, keeps one whose
+    # prompt is exactly max_length (the reference's <=), and filters on the prompt only when it is masked
+    import transformers
+    t2 = transformers.AutoTokenizer.from_pretrained(model)
+    plens = [len(t2(t2.apply_chat_template(r["messages"][:1], tokenize=False, add_generation_prompt=True,
+                                          enable_thinking=False), add_special_tokens=False).input_ids) for r in rows]
+    assert plens[0] == plen
+    r = run_train(tmp_path / "b", *common, f"--dataset_args={data}", f"--max_length={plen}")
+    assert f"sft train: 3 rows, {sum(p > plen for p in plens)} over max_length" in r.stdout, (plens, r.stdout)
+    r = run_train(tmp_path / "c", *common, f"--dataset_args={data}", f"--max_length={plen - 1}",
+                  "--mask_prompt_loss=False")
+    assert "sft train: 3 rows, 0 over max_length" in r.stdout and "3 clipped" in r.stdout, r.stdout
+
+
 def test_synthetic_addition_heldout_is_fixed_disjoint_and_correct(tiny_dir, tok, tmp_path):
     # two runs at once, different seeds: the held-out split must not depend on the training seed
     procs = [subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / f'run{seed}'}", f"--seed={seed}",
@@ -211,6 +260,8 @@ def test_ar_objective_saves_plain_family(tiny_dir, tmp_path):
     with open(tmp_path / "checkpoint-final" / "config.json") as f:
         cfg = json.load(f)
     assert cfg["model_type"] == "qwen3" and cfg["objective"] == "ar"
+    # warmup as HF's schedules: from 0 (1 warmup step of 2), then the cosine from the full rate
+    assert [m["lr"] for m in metrics(tmp_path) if "lr" in m] == [0.0, 1e-4]
     # random init, normal(0, 0.02) weights: next-token CE starts at ~ln(vocab) = ln(49153) = 10.80
     first = metrics(tmp_path)[0]
     assert first["step"] == 1 and abs(first["loss"] - np.log(49153)) < 0.1, first

@@ -1,0 +1,87 @@
+"""
+Does MDLM SFT learn to end its answers? The reference pads an MDLM SFT batch with pad/EOS tokens
+that are attended and scored (train.py's mdlm_pad_loss=True); with the padding hidden and unscored
+(False) the model never sees a masked position after its turn's end. This trains
+config/cpu_sft_addition_mdlm.py both ways (same steps, data and seed), then samples every held-out
+problem on a canvas of max_new_tokens masks (one block, one token per step, EOS kept so the
+whole canvas is seen) and reports exact match and where the first EOS lands.
+
+    python bench/mdlm_eos.py                       # ~10 min on a 2-core CPU
+    python bench/mdlm_eos.py --canvases=[32]
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import torch  # noqa: E402
+
+from sample import chat_ids, generate, load  # noqa: E402
+
+# -----------------------------------------------------------------------------
+model_dir = ".models/a2d/SmolLM2-135M"
+out_dir = "out/mdlm_eos"
+config = "config/cpu_sft_addition_mdlm.py"
+canvases = [32, 64]  # max_new_tokens: well above the answers' ~5 tokens
+batch_size = 25
+# -----------------------------------------------------------------------------
+
+
+def run(args):
+    print("$ " + " ".join(args), flush=True)
+    subprocess.run([sys.executable] + args, check=True, cwd=ROOT)
+
+
+def first_eos(seq, eos):
+    return next((i for i, t in enumerate(seq) if t in eos), None)
+
+
+def main():
+    os.chdir(ROOT)
+    if not os.path.isdir(model_dir):
+        run(["convert.py", "--model_name_or_path=smollm2", f"--output_dir={model_dir}"])
+    rows = []
+    for pad_loss in (True, False):
+        out = os.path.join(out_dir, f"pad_loss_{pad_loss}")
+        if not os.path.isdir(os.path.join(out, "checkpoint-final")):
+            run(["train.py", config, f"--model_name_or_path={model_dir}", f"--mdlm_pad_loss={pad_loss}",
+                 f"--output_dir={out}", "--log_steps=10"])
+        with open(os.path.join(out, "heldout.jsonl")) as f:
+            held = [json.loads(line) for line in f]
+        model, tok, d = load(os.path.join(out, "checkpoint-final"), dtype="float32", device="cpu")
+        prompts = [chat_ids(tok, h["messages"][:-1]) for h in held]
+        eos = set(d["eos_token_id"])
+        for n in canvases:
+            d.update(method="mdlm", max_new_tokens=n, steps=n, block_size=n, stop_at_eos=False)
+            seqs = []
+            for a in range(0, len(prompts), batch_size):
+                seqs += generate(model, prompts[a:a + batch_size], **d).sequences
+            ends = [first_eos(s, eos) for s in seqs]
+            answers = [tok.decode(s[:e], skip_special_tokens=True).strip() for s, e in zip(seqs, ends)]
+            exact = sum(a == h["answer"] and e is not None for a, e, h in zip(answers, ends, held))
+            answer_len = statistics.median(len(tok(h["answer"], add_special_tokens=False).input_ids) for h in held)
+            found = [e for e in ends if e is not None]
+            rows.append((pad_loss, n, exact / len(held), len(found) / len(held),
+                         statistics.median(found) if found else float("nan"), answer_len, answers[0]))
+            print(f"mdlm_pad_loss={pad_loss} canvas {n}: {exact}/{len(held)} exact; e.g. "
+                  f"{held[0]['prompt']!r} -> {tok.decode(seqs[0])[:120]!r}", flush=True)
+        del model
+
+    print(f"\nheld-out synthetic:addition ({len(held)} problems), {config}, MDLM sampling, one block, "
+          f"steps = max_new_tokens, fp32")
+    print("| mdlm_pad_loss | max_new_tokens | exact match | answers with an EOS | median first EOS at | "
+          "median answer tokens |")
+    print("|---|---|---|---|---|---|")
+    for pad_loss, n, acc, with_eos, at, answer_len, _ in rows:
+        print(f"| {pad_loss} | {n} | {acc:.1%} | {with_eos:.0%} | {at:g} | {answer_len:g} |")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    from configurator import configure
+    configure(globals())
+    main()
