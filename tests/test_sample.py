@@ -472,3 +472,21 @@ def test_chat_ids_equal_transformers_tokenized_template(tiny_dir):
         ids = sample.chat_ids(tok, messages)
         assert ids == list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+
+
+def test_every_chat_prompt_renders_thinking_off(tiny_dir):
+    # a Qwen3-style template that thinks unless told otherwise (a dllm-hub or foreign checkpoint):
+    # sample/chat and eval render with the empty think block, as the model was trained
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    import eval as ev
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined "
+                         "and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+    msgs = [{"role": "user", "content": "Hi"}]
+    want = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert tok.decode(sample.chat_ids(tok, msgs)) == want
+    assert ev.A2DLM.apply_chat_template(SimpleNamespace(tokenizer=tok), msgs) == want
