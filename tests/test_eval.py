@@ -314,7 +314,47 @@ def test_bad_model_args_are_clear_errors(tiny_dir):
 
 
 # -----------------------------------------------------------------------------
-# the CLI: one process, and two under torchrun (gloo on CPU)
+# the CLI: mistakes, help, one process, and two under torchrun (gloo on CPU)
+
+
+def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
+    # a stand-in lm_eval that dies on import: what the CLI can check without lm-eval must never get that far
+    fake = tmp_path / "fake" / "lm_eval"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('lm_eval was imported')\n")
+    gsm = ["--tasks", "gsm8k_local"]
+    cases = [  # (args, message, checked before lm-eval)
+        (["--model", "a2d_mdlm", "--model_args", f"pretrained={tiny_dir},stepz=4", *gsm], "unknown model_args ['stepz']",
+         True),
+        (["--model", "a2d_bd3lm", "--model_args=pretrained=out/no/such_dir", *gsm],
+         "model directory 'out/no/such_dir' does not exist", True),
+        (["--model", "a2d_bd3lm", "--model_args", "pretrained=out/sft_typo", *gsm],
+         "no local directory 'out/sft_typo', and fetching it from the Hugging Face Hub failed", False),
+        (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir}", "--tasks", "nosuchtask"],
+         "Tasks not found: nosuchtask. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: gsm8k_cot_local, "
+         "gsm8k_local", False),
+        (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir},max_new_tokens=4,steps=4", "--tasks",
+          "gsm8k_cot", "--limit", "1"], "Offline, use a task from tasks/ (they read ../shared/data): gsm8k_cot_local, "
+                                        "gsm8k_local", False),
+    ]
+    offline = {**ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "eval.py", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**offline, "PYTHONPATH": str(fake.parent)} if early else offline)
+             for args, _, early in cases]
+    for p, (args, message, _) in zip(procs, cases):
+        _, err = p.communicate(timeout=600)
+        last = err.strip().splitlines()[-1]
+        assert p.returncode == 1 and last.startswith("error: ") and message in last and "Traceback" not in err, \
+            (args, err[-2000:])
+
+
+def test_help_lists_our_models_and_their_args_first():
+    r = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0
+    ours, _, theirs = r.stdout.partition("usage: lm-eval")
+    assert theirs and "a2d_mdlm" in ours and "a2d_bd3lm" in ours
+    assert all(f"{k}=" in ours for k in [*ev.EVAL_ARGS, *ev.SAMPLER_ARGS])
 
 
 def run_cli(launcher, out, tiny_dir):
