@@ -183,7 +183,8 @@ class A2DLM(LM):
         shown = {k: v for k, v in self.sampler.items() if k in self.user_args or k in
                  ("max_new_tokens", "steps", "block_size", "temperature", "cache")}
         dt = str(self.model.lm_head.weight.dtype)[6:]
-        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device}, {dt} (rank {self.rank}/{self.world_size}), batch_size={self.batch_size} mc_num={self.mc_num} "
+        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device}, {dt} (rank {self.rank}/"
+                    f"{self.world_size}), batch_size={self.batch_size} mc_num={self.mc_num} "
                     f"max_length={self.max_length} sampler={shown}")
 
     def print0(self, *a):

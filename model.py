@@ -507,14 +507,12 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
     if torch.device(device).type == "cuda":
         return torch.bfloat16, "CUDA"
     try:
-        with open(cpuinfo) as f:
-            flags = set(next((line for line in f if line.startswith("flags")), "").split())
-        native = bool(flags & {"amx_bf16", "avx512_bf16"})
+        with open(cpuinfo) as f:  # the x86 flags of every core
+            native = bool({"amx_bf16", "avx512_bf16"} & set(f.read().split()))
     except OSError:  # not Linux: oneDNN's own check
         native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    if native:
-        return torch.bfloat16, "this CPU computes bf16 natively (AMX / AVX512-BF16)"
-    return torch.float32, "this CPU has no native bf16 (no AMX / AVX512-BF16), where bf16 would be ~20x slower"
+    return (torch.bfloat16, "this CPU computes bf16 natively (AMX / AVX512-BF16)") if native else \
+        (torch.float32, "this CPU has no native bf16 (no AMX / AVX512-BF16), where bf16 would be ~20x slower")
 
 
 # -----------------------------------------------------------------------------

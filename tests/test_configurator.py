@@ -140,7 +140,8 @@ def test_help_prints_doc_and_every_default(tmp_path):
     assert r.returncode == 0 and "ran" not in r.stdout
     assert r.stdout.startswith("Prog: does a thing.\n\nUsage: python prog.py --steps=3")
     # each key with its default, its comment, and its choices where the comment lacks them
-    for line in ("--steps=10\n", "--lr=0.5  # the learning rate\n", "--name='run#1'  # a '#' in a value is not a comment\n",
+    for line in ("--steps=10\n", "--lr=0.5  # the learning rate\n",
+                 "--name='run#1'  # a '#' in a value is not a comment\n",
                  "--mode='fast'  # how to go (fast | slow)\n", "--resume=False  # True | False\n", "--init=None\n"):
         assert line in r.stdout
     assert "CHOICES" not in r.stdout and "--sys" not in r.stdout

@@ -324,8 +324,8 @@ def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
     (fake / "__init__.py").write_text("raise SystemExit('lm_eval was imported')\n")
     gsm = ["--tasks", "gsm8k_local"]
     cases = [  # (args, message, checked before lm-eval)
-        (["--model", "a2d_mdlm", "--model_args", f"pretrained={tiny_dir},stepz=4", *gsm], "unknown model_args ['stepz']",
-         True),
+        (["--model", "a2d_mdlm", "--model_args", f"pretrained={tiny_dir},stepz=4", *gsm],
+         "unknown model_args ['stepz']", True),
         (["--model", "a2d_bd3lm", "--model_args=pretrained=out/no/such_dir", *gsm],
          "model directory 'out/no/such_dir' does not exist", True),
         (["--model", "a2d_bd3lm", "--model_args", "pretrained=out/sft_typo", *gsm],
@@ -339,8 +339,8 @@ def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
     ]
     offline = {**ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     procs = [subprocess.Popen([sys.executable, "eval.py", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env={**offline, "PYTHONPATH": str(fake.parent)} if early else offline)
-             for args, _, early in cases]
+                              stderr=subprocess.PIPE, env={**offline, "PYTHONPATH": str(fake.parent)} if early
+                              else offline) for args, _, early in cases]
     for p, (args, message, _) in zip(procs, cases):
         _, err = p.communicate(timeout=600)
         last = err.strip().splitlines()[-1]

@@ -216,8 +216,8 @@ def test_a_previous_run_is_never_overwritten_silently(tiny_dir, tmp_path):
                                      "--dtype=float32"))
     assert "dtype float32 (--dtype)" in r.stdout  # an explicit flag wins over the machine's default
     # only the newest checkpoint keeps the optimizer state; each save says how big it is
-    assert [os.path.exists(out / d / "trainer_state.pt") for d in ("checkpoint-1", "checkpoint-2", "checkpoint-final")] \
-        == [False, False, True]
+    state = [os.path.exists(out / d / "trainer_state.pt") for d in ("checkpoint-1", "checkpoint-2", "checkpoint-final")]
+    assert state == [False, False, True]
     assert re.search(rf"saved {out}/checkpoint-final \([\d.,]+ MB, resumable\)", r.stdout)
     before = {f: os.path.getmtime(out / f) for f in os.listdir(out)}
     r = run_train(out, *tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=1"), ok=False)
@@ -236,8 +236,8 @@ def test_ctrl_c_saves_and_prints_the_exact_resume_command(tiny_dir, tmp_path):
     one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run_train(tmp_path / "straight", *args, env=one)
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={out}", *args], cwd=ROOT, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1", **one})
+    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={out}", *args], cwd=ROOT, text=True, env={
+        **os.environ, "PYTHONUNBUFFERED": "1", **one}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     read_until(p.stdout, "step 1/30")
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=300)
@@ -256,8 +256,8 @@ def test_ctrl_c_saves_and_prints_the_exact_resume_command(tiny_dir, tmp_path):
 
 def test_second_ctrl_c_quits_at_once(tiny_dir, tmp_path):
     # long steps (many micro-batches), so the second Ctrl-C lands inside the step the first one lets finish
-    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / 'out'}",
-                          *tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=3", "--gradient_accumulation_steps=60")],
+    args = tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=3", "--gradient_accumulation_steps=60")
+    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / 'out'}", *args],
                          cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     read_until(p.stdout, "step 1/3")
