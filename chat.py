@@ -157,8 +157,8 @@ def main():
                 show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
             out = generate(model, [ids], generator=gen, on_step=on_step, **settings)
         except (ValueError, KeyboardInterrupt) as e:  # Ctrl-C: this answer stops, the conversation stays
-            print(("\n" if live else "") + "(answer stopped)" if isinstance(e, KeyboardInterrupt) else f"error: {e}",
-                  file=info)
+            stopped = "\n" * live + "(answer stopped)"  # live: after the frame, which may end mid-line
+            print(stopped if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
             if chat_template:
                 messages.pop()
             continue
