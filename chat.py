@@ -10,7 +10,8 @@ fills in step by step, then the final text stays. Without a terminal (a pipe) on
 answers are printed, one after the other, so the script can be driven by other programs.
 
 Commands: /reset (forget the conversation), /set key=value (a sampler setting, e.g.
-/set steps=64, /set method=mdlm, /set threshold=0.9), /help, /exit. EOF or Ctrl-C quits.
+/set steps=64, /set method=mdlm, /set threshold=0.9), /help, /exit. Ctrl-C during an answer
+stops it (the conversation stays as it was before the question); at the prompt, it or EOF quits.
 """
 
 import shutil
@@ -18,7 +19,7 @@ import sys
 
 import torch
 
-from sample import encode, generate, load, override
+from sample import check_settings, encode, generate, load, override
 
 # -----------------------------------------------------------------------------
 # drawing the denoising canvas
@@ -73,7 +74,7 @@ HELP = """commands:
   /reset            forget the conversation
   /set key=value    change a sampler setting (/set alone lists them)
   /help             this text
-  /exit             quit (EOF and Ctrl-C quit too)"""
+  /exit             quit (EOF and Ctrl-C at the prompt quit too; Ctrl-C during an answer stops it)"""
 
 
 def main():
@@ -102,8 +103,8 @@ def main():
     limit = model.config.max_position_embeddings
     messages = []
     mode = "chat" if chat_template else "raw continuation (Enter alone: generate from scratch)"
-    print(f"{model_name_or_path}: {settings['method']}, block {settings['block_size']}, {mode}. /help for commands.",
-          file=info)
+    print(f"{model_name_or_path}: {settings['method']}, block {settings['block_size']}, "
+          f"{str(model.lm_head.weight.dtype)[6:]}, {mode}. /help for commands.", file=info)
     while True:
         try:
             line = input("> " if tty else "")
@@ -128,11 +129,13 @@ def main():
                 if not eq or key not in settings:
                     print(f"usage: /set key=value with key one of {', '.join(sorted(settings))}", file=info)
                     continue
-                try:
-                    settings[key] = parse_value(key, raw.strip(), settings[key])
-                except SystemExit as e:  # parse_value reports bad values as SystemExit(message)
-                    print(e, file=info)
+                try:  # refused here, not at the next answer
+                    value = parse_value(key, raw.strip(), settings[key])
+                    check_settings(**{**settings, key: value})
+                except (SystemExit, ValueError) as e:  # parse_value reports bad values as SystemExit(message)
+                    print(e if isinstance(e, SystemExit) else f"error: {e}", file=info)
                     continue
+                settings[key] = value
                 print(f"{key}={settings[key]!r}", file=info)
             else:
                 print(f"unknown command {name}; /help lists them", file=info)
@@ -146,15 +149,16 @@ def main():
                   f"over)", file=info)
             ids = ids[-max(budget, 0):]
         show = live_view(sys.stdout) if live else None
-        if live:
-            show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
         on_step = (lambda s, region: show(render(tok, region[0].tolist(), settings["mask_token_id"],
                                                                   settings["eos_token_id"]))
                    ) if live else None
         try:
+            if live:
+                show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
             out = generate(model, [ids], generator=gen, on_step=on_step, **settings)
-        except ValueError as e:
-            print(f"error: {e}", file=info)
+        except (ValueError, KeyboardInterrupt) as e:  # Ctrl-C: this answer stops, the conversation stays
+            stopped = "\n" * live + "(answer stopped)"  # live: after the frame, which may end mid-line
+            print(stopped if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
             if chat_template:
                 messages.pop()
             continue
@@ -177,7 +181,7 @@ if __name__ == "__main__":
     chat_template = True  # False: raw continuation, no history
     visualize = "auto"  # auto (on when stdout is a terminal) | true | false
     seed = 42
-    dtype = ""  # default bfloat16 on CUDA, float32 on CPU
+    dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
     device = ""
     # sampler (changeable with /set); method, block_size, mask and right-shift default to the checkpoint's
     method = ""

@@ -15,7 +15,7 @@ fine, `true/false/1/0/yes/no` for bools, python literals (lists, dicts, None) fo
 the rest, and strings as they are. Keys whose default is None take any literal,
 else the string. Unknown keys are an error that suggests the closest known key;
 config files may only set known keys. `--help` prints the script's docstring and
-every key with its default.
+every key with its default, its comment in the script and its choices (a `_CHOICES` dict).
 
 This file imports nothing of ours.
 """
@@ -39,6 +39,23 @@ def _unknown(key, known, where):
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean --{close[0]}?" if close else ""
     return SystemExit(f"error: unknown option {key!r} {where}.{hint} Run with --help to list the options.")
+
+
+def _comments(path):
+    """{key: the comment after `key = value`} at the top level of the script (and in its top-level
+    if-blocks, where sample.py and chat.py keep their options): what --help shows beside each key."""
+    try:
+        with open(path) as f:
+            src = f.read()
+    except (OSError, TypeError):
+        return {}
+    tree, lines, out = ast.parse(src), src.splitlines(), {}
+    for node in tree.body + [n for s in tree.body if isinstance(s, ast.If) for n in s.body]:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            rest = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+            if rest.startswith("#"):
+                out.setdefault(node.targets[0].id, rest[1:].strip())
+    return out
 
 
 def parse_value(key, raw, default):
@@ -91,8 +108,13 @@ def configure(g, argv=None):
     if any(a in ("-h", "--help") for a in argv):
         print((g.get("__doc__") or "").strip())
         print("\noptions (--key=value or --key value; python config files as bare arguments):")
+        notes, choices = _comments(g.get("__file__")), g.get("_CHOICES", {})
         for k, v in keys.items():
-            print(f"  --{k}={v!r}")
+            note = notes.get(k, "")
+            listed = " | ".join(map(str, choices.get(k, ())))
+            if listed and not all(str(c) in note for c in choices[k]):
+                note = f"{note} ({listed})" if note else listed
+            print(f"  --{k}={v!r}" + (f"  # {note}" if note else ""))
         sys.exit(0)
     overrides = {}
     i = 0

@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from model import FAMILIES, Config, Model, resolve_model_dir
+from model import FAMILIES, Config, Model, resolve_model_dir, umask_mode
 
 # -----------------------------------------------------------------------------
 model_name_or_path = "smollm2"
@@ -169,6 +169,7 @@ def main():
     try:
         model.save_pretrained(tmp, dtype=getattr(torch, dtype))
         tok.save_pretrained(tmp)
+        umask_mode(tmp)  # mkdtemp makes it 0700: others could not read the checkpoint
         if os.path.isdir(out):
             shutil.rmtree(out)
         os.rename(tmp, out)
@@ -183,4 +184,7 @@ def main():
 if __name__ == "__main__":
     from configurator import configure
     configure(globals())
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the temp dir is already removed: nothing half-written is left
+        raise SystemExit("interrupted: nothing written")

@@ -14,9 +14,9 @@ command line to lm-eval's own CLI, so every lm-eval flag works (--limit,
 --output_path, --log_samples, --batch_size, --gen_kwargs, ...). The offline task
 configs in tasks/ are added with --include_path unless you pass one yourself.
 
---model_args takes, besides pretrained=DIR: dtype (bfloat16|float16|float32),
-max_length (2048: the context budget), mc_num (128: Monte Carlo draws per
-likelihood), is_check_greedy, seed, and every keyword of sample.generate:
+--model_args takes, besides pretrained=DIR: dtype (bfloat16|float16|float32; default bf16 on
+CUDA and on CPUs with native bf16, else fp32), max_length (2048: the context budget), mc_num
+(128: Monte Carlo draws per likelihood), is_check_greedy, seed, and every keyword of sample.generate:
 max_new_tokens, steps, block_size, temperature, remasking, cfg_scale, threshold,
 factor, cache, suppress_tokens=[1;2] (';' inside lists: ',' splits model_args), ...
 max_new_tokens (and steps) default to the task's max_gen_toks.
@@ -37,20 +37,11 @@ import json
 import logging
 import os
 import sys
-
-import lm_eval.models  # noqa: F401  lm-eval's own models (hf, vllm, ...): its lazy import skips them once ours exist
-import torch
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
-from tqdm import tqdm
-
-import sample
-from configurator import parse_value
-from model import bd3lm_attention_mask, bd3lm_loss, forward_mask, mdlm_loss, right_shift, sample_t
+import textwrap
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TASKS_DIR = os.path.join(ROOT, "tasks")
-log = logging.getLogger("nanoa2d.eval")
+LOCAL_TASKS = sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml"))  # need no Hub
 
 # every keyword sample.generate takes, with its default (which also fixes its type); None: ids, lists,
 # optional floats. The ids default to what the checkpoint says (sample.load).
@@ -64,6 +55,56 @@ SAMPLER_ARGS = dict(
 )
 EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_greedy=False, seed=1234)
 IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here
+
+
+def check_model_args(kwargs):
+    """Raise ValueError for --model_args that cannot work. Needs neither torch nor lm-eval."""
+    if "method" in kwargs:
+        raise ValueError("method is fixed by the model name; use --model a2d_mdlm or --model a2d_bd3lm")
+    unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS) - set(IGNORED_ARGS))
+    if unknown:
+        raise ValueError(f"unknown model_args {unknown}; valid: {', '.join(sorted({**EVAL_ARGS, **SAMPLER_ARGS}))}")
+    path = str(kwargs.get("pretrained") or "")
+    if not path:
+        raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
+    if not os.path.isdir(path) and (os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1):
+        raise ValueError(f"model directory {path!r} does not exist (pretrained= takes a checkpoint dir or a hub id)")
+
+
+def precheck(argv):
+    """--help, and our models' --model_args, before lm-eval's imports and task index (~18 s)."""
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\n--model_args of a2d_mdlm / a2d_bd3lm, with their defaults:")
+        print(textwrap.fill(", ".join(f"{k}={v!r}" for k, v in {**EVAL_ARGS, **SAMPLER_ARGS}.items()), 100,
+                            initial_indent="  ", subsequent_indent="  ") + "\n\nlm-eval's own help:\n")
+        return
+    flags = {}
+    for i, a in enumerate(argv):
+        key, eq, value = a.partition("=")
+        if key in ("--model", "--model_args"):
+            flags[key] = value if eq else argv[i + 1] if i + 1 < len(argv) else ""
+    margs = flags.get("--model_args", "")
+    if flags.get("--model") in ("a2d_mdlm", "a2d_bd3lm") and not margs.lstrip().startswith("{"):  # not JSON
+        try:
+            check_model_args(dict(item.partition("=")[::2] for item in margs.split(",") if item))
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    precheck(sys.argv[1:])  # a typo fails at once, not after the imports below
+
+import lm_eval.models  # noqa: E402,F401  lm-eval's own models (hf, ...): its lazy import skips them once ours exist
+import torch  # noqa: E402
+from lm_eval.api.model import LM  # noqa: E402
+from lm_eval.api.registry import register_model  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import sample  # noqa: E402
+from configurator import parse_value  # noqa: E402
+from model import bd3lm_attention_mask, bd3lm_loss, forward_mask, mdlm_loss, right_shift, sample_t  # noqa: E402
+
+log = logging.getLogger("nanoa2d.eval")
 
 
 def parse_arg(key, value, default):
@@ -107,14 +148,8 @@ class A2DLM(LM):
         super().__init__()
         for k in IGNORED_ARGS:
             kwargs.pop(k, None)
-        if "method" in kwargs:
-            raise ValueError("method is fixed by the model name; use --model a2d_mdlm or --model a2d_bd3lm")
-        unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS))
-        if unknown:
-            raise ValueError(f"unknown model_args {unknown}; valid: {', '.join(sorted({**EVAL_ARGS, **SAMPLER_ARGS}))}")
+        check_model_args(kwargs)
         args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()}
-        if not args.get("pretrained"):
-            raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
         if str(batch_size).startswith("auto"):
             raise ValueError("--batch_size auto is not supported; pass a number (it is also the Monte Carlo batch)")
         self.batch_size = int(batch_size)
@@ -124,7 +159,11 @@ class A2DLM(LM):
         self.mc_num, self.seed, self.is_check_greedy = e["mc_num"], e["seed"], e["is_check_greedy"]
 
         self._rank, self._world_size, self._device = setup_distributed(device)
-        self.model, self.tokenizer, defaults = sample.load(e["pretrained"], dtype=e["dtype"] or None, device=self._device)
+        try:
+            self.model, self.tokenizer, defaults = sample.load(e["pretrained"], dtype=e["dtype"] or None,
+                                                               device=self._device)
+        except (OSError, ValueError) as err:  # missing or damaged: one line, not lm-eval's traceback
+            raise SystemExit(f"error: {err}")
         self.model.eval()
         cfg = self.model.config
         self.max_length = min(e["max_length"], cfg.max_position_embeddings)
@@ -143,8 +182,10 @@ class A2DLM(LM):
         self._warned = set()
         shown = {k: v for k, v in self.sampler.items() if k in self.user_args or k in
                  ("max_new_tokens", "steps", "block_size", "temperature", "cache")}
-        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device} (rank {self.rank}/{self.world_size}), "
-                   f"batch_size={self.batch_size} mc_num={self.mc_num} max_length={self.max_length} sampler={shown}")
+        dt = str(self.model.lm_head.weight.dtype)[6:]
+        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device}, {dt} (rank {self.rank}/"
+                    f"{self.world_size}), batch_size={self.batch_size} mc_num={self.mc_num} "
+                    f"max_length={self.max_length} sampler={shown}")
 
     def print0(self, *a):
         if self.rank == 0:
@@ -427,6 +468,14 @@ def main():
     from lm_eval.__main__ import cli_evaluate
     try:
         cli_evaluate()
+    except ValueError as e:
+        if not str(e).startswith("Tasks not found"):
+            raise
+        raise SystemExit(f"error: {e}. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: "
+                         f"{', '.join(LOCAL_TASKS)}")
+    except ConnectionError as e:  # datasets' error for a task whose data live on the Hub
+        raise SystemExit(f"error: {e}. Offline, use a task from tasks/ (they read ../shared/data): "
+                         f"{', '.join(LOCAL_TASKS)}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

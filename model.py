@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -391,10 +392,14 @@ class Model(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None, causal=None):
         """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         path = resolve_model_dir(path)
-        with open(os.path.join(path, "config.json")) as f:
-            config = Config.from_hf(json.load(f))
+        fn = os.path.join(path, "config.json")
+        with open(fn) as f:
+            try:
+                config = Config.from_hf(json.load(f))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{fn} is not valid JSON ({e}); repair it or copy it again from the source") from None
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
             with open(index) as f:
@@ -411,9 +416,13 @@ class Model(nn.Module):
             expected.pop("lm_head.weight")
         sd = {}
         for fn in files:
-            with safe_open(os.path.join(path, fn), framework="pt", device="cpu") as f:
-                for k in f.keys():
-                    sd[k] = f.get_tensor(k)
+            try:
+                with safe_open(os.path.join(path, fn), framework="pt", device="cpu") as f:
+                    for k in f.keys():
+                        sd[k] = f.get_tensor(k)
+            except SafetensorError as e:  # e.g. "incomplete metadata": a copy or download cut short
+                raise ValueError(f"{os.path.join(path, fn)} is damaged or truncated ({e}); copy, download or "
+                                 f"save it again") from None
         if config.tie_word_embeddings and "lm_head.weight" in sd:
             # some tied checkpoints store the head anyway; it must equal the embedding
             head = sd.pop("lm_head.weight")
@@ -454,14 +463,13 @@ class Model(nn.Module):
         for fn in os.listdir(out_dir):  # stale shards from an earlier save would confuse loaders
             if fn.startswith("model") and (fn.endswith(".safetensors") or fn.endswith(".index.json")):
                 os.remove(os.path.join(out_dir, fn))
-        if len(shards) == 1:
-            save_file(shards[0], os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards):
-                fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, os.path.join(out_dir, fn), metadata={"format": "pt"})
-                weight_map.update({k: fn for k in shard})
+        names = ["model.safetensors"] if len(shards) == 1 else \
+            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        for fn, shard in zip(names, shards):
+            save_file(shard, os.path.join(out_dir, fn), metadata={"format": "pt"})
+            umask_mode(os.path.join(out_dir, fn))  # safetensors writes 0600: others could not read the checkpoint
+        if len(shards) > 1:
+            weight_map = {k: fn for fn, shard in zip(names, shards) for k in shard}
             total = sum(v.numel() * v.element_size() for v in sd.values())
             with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
                 json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
@@ -476,8 +484,36 @@ def resolve_model_dir(path):
     if os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1:
         raise FileNotFoundError(f"model directory {path!r} does not exist (expected a local HF directory "
                                 f"with config.json, or a hub id like Qwen/Qwen3-0.6B)")
+    # a mistyped local path (out/sft_typo) has a hub id's shape too: say so before the Hub's own errors
+    print(f"no local directory {path!r}: trying it as a Hugging Face Hub id", file=sys.stderr)
     from huggingface_hub import snapshot_download
-    return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+    try:
+        return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+    except Exception as e:  # offline, no such repo, gated
+        raise FileNotFoundError(f"no local directory {path!r}, and fetching it from the Hugging Face Hub failed "
+                                f"({type(e).__name__}); check the path (or, for a hub id, the connection)") from None
+
+
+def umask_mode(path):
+    """Give path the mode a plain open() / mkdir would under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
+def default_dtype(device, cpuinfo="/proc/cpuinfo"):
+    """(dtype, reason): the compute dtype that is fast on this machine. bf16 on CUDA and on CPUs
+    that compute it natively (AMX, AVX512-BF16); fp32 elsewhere, where bf16 matmuls are emulated:
+    on an AVX2-only CPU a bf16 train step is ~20x slower than an fp32 one."""
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16, "CUDA"
+    try:
+        with open(cpuinfo) as f:  # the x86 flags of every core
+            native = bool({"amx_bf16", "avx512_bf16"} & set(f.read().split()))
+    except OSError:  # not Linux: oneDNN's own check
+        native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return (torch.bfloat16, "this CPU computes bf16 natively (AMX / AVX512-BF16)") if native else \
+        (torch.float32, "this CPU has no native bf16 (no AMX / AVX512-BF16), where bf16 would be ~20x slower")
 
 
 # -----------------------------------------------------------------------------

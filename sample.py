@@ -32,7 +32,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from model import Model, resolve_model_dir
+from model import Model, default_dtype, resolve_model_dir
 
 # -----------------------------------------------------------------------------
 # loading
@@ -50,7 +50,7 @@ def load(model_name_or_path, dtype=None, device=None):
         if dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"unknown dtype {dtype!r}; choose bfloat16, float16 or float32")
         dtype = getattr(torch, dtype)
-    dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+    dtype = dtype or default_dtype(device)[0]  # bf16 on CUDA and on CPUs with native bf16, else fp32
     path = resolve_model_dir(model_name_or_path)
     model = Model.from_pretrained(path, dtype=dtype, device=device)
     import transformers  # here, not at the top: it takes seconds to import
@@ -229,7 +229,17 @@ class GenerateOutput:
 # MDLM: the whole canvas, denoised block by block with bidirectional attention
 
 
-def _check(steps, block_size, remasking="low_confidence", threshold=None, factor=None, temperature=0.0, **_):
+def check_settings(steps, block_size, remasking="low_confidence", threshold=None, factor=None, temperature=0.0,
+                   max_new_tokens=1, method=None, cache=None, **_):
+    """Raise ValueError for a sampler setting the samplers refuse (chat.py checks each /set with it)."""
+    caches = {"mdlm": ("none", "prefix", "dual"), "bd3lm": ("none", "exact", "recompute")}
+    if method is not None and method not in caches:
+        raise ValueError(f"unknown method {method!r}; choose mdlm or bd3lm")
+    if cache is not None and method is not None and cache not in caches[method]:
+        raise ValueError(f"unknown cache {cache!r} for {method}; choose {', '.join(caches[method][:2])} or "
+                         f"{caches[method][2]}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if block_size is not None and block_size < 1:
@@ -369,9 +379,7 @@ def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=N
     threshold, factor, cache (none: exact | prefix | dual: approximate, refreshed at every
     block start), eos_suppress_steps, return_history, generator, on_step (see generate).
     pad_token_id is unused: MDLM pads with EOS, as the reference."""
-    _check(steps, block_size, **options)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_settings(steps, block_size, max_new_tokens=max_new_tokens, **options)
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
@@ -409,7 +417,7 @@ def infill(model, inputs, *, mask_token_id, eos_token_id, bos_token_id=None, blo
     pad_token_id, stop_at_eos, ...) are accepted and ignored."""
     for k in ("method", "cache", "max_new_tokens", "pad_token_id", "stop_at_eos", "exclude_pad_tokens"):
         options.pop(k, None)
-    _check(steps, block_size, **options)
+    check_settings(steps, block_size, **options)
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
@@ -459,11 +467,8 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
     cache; a finished block's K/V are written by the next block's first step (no extra pass),
     so NFE = steps. cache="recompute": the reference's method, the whole prefix re-run at
     every block and a fresh copy of its cache every step."""
-    _check(steps, block_size, remasking, threshold, factor, temperature)
-    if cache not in ("exact", "recompute"):
-        raise ValueError(f"unknown cache {cache!r} for bd3lm; choose exact or recompute")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_settings(steps, block_size, remasking, threshold, factor, temperature, max_new_tokens, "bd3lm", cache)
+    cache = "exact" if cache == "none" else cache
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     eos = _eos_list(eos_token_id)
@@ -601,7 +606,10 @@ def generate(model, prompts, *, method="bd3lm", cache="none", **kwargs):
     the reference); right_shift_logits. threshold / factor: parallel decoding (see select).
     cache: mdlm none (exact) | prefix | dual (approximate); bd3lm none = the exact KV cache |
     recompute (the reference's slow path). stop_at_eos: trim at the first EOS and stop once
-    every row's answer is settled; eos_suppress_steps: no EOS in the first n steps.
+    every row's answer is settled. BD3LM stops after the block in which every row has an EOS
+    even with stop_at_eos=False, as the reference does: later blocks would only follow an
+    ended answer (for every token, make eos_token_id the mask id, which is never proposed).
+    eos_suppress_steps: no EOS in the first n steps.
     return_history; on_step(step, region (B, W)) after every step; generator: a
     torch.Generator on the model's device. bd3lm also takes exclude_pad_tokens."""
     if not prompts:
@@ -610,7 +618,7 @@ def generate(model, prompts, *, method="bd3lm", cache="none", **kwargs):
         kwargs.pop("exclude_pad_tokens", None)  # MDLM pads by attention mask, never by token
         return mdlm_generate(model, prompts, cache=cache, **kwargs)
     if method == "bd3lm":
-        return bd3lm_generate(model, prompts, cache="exact" if cache == "none" else cache, **kwargs)
+        return bd3lm_generate(model, prompts, cache=cache, **kwargs)
     raise ValueError(f"unknown method {method!r}; choose mdlm or bd3lm")
 
 
@@ -686,14 +694,14 @@ def main():
         raise SystemExit(f"error: --method={method!r}: choose mdlm or bd3lm (default: the checkpoint's objective)")
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
+    items = read_prompts(prompt, prompt_file)  # before the model: a bad prompt file fails at once
+    if not items:
+        raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
     try:
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     d = override(d, method, block_size, mask_token_id, right_shift_logits)
-    items = read_prompts(prompt, prompt_file)
-    if not items:
-        raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
     limit = max_length or model.config.max_position_embeddings
     budget = limit - max_new_tokens
     if budget < 1:
@@ -741,7 +749,8 @@ def main():
     if out_f:
         out_f.close()
     print(f"{len(ids)} prompt(s), {n_tok} tokens, {n_fe} forward passes, {secs:.1f}s "
-          f"({n_tok / max(secs, 1e-9):.1f} tokens/s, {d['method']})" + (f" -> {output}" if output else ""),
+          f"({n_tok / max(secs, 1e-9):.1f} tokens/s, {d['method']}, {str(model.lm_head.weight.dtype)[6:]})"
+          + (f" -> {output}" if output else ""),
           file=sys.stderr)
 
 
@@ -755,7 +764,7 @@ if __name__ == "__main__":
     output = ""  # .jsonl: prompt, completion, prompt_ids, completion_ids, nfe, seconds
     batch_size = 1
     seed = 42
-    dtype = ""  # default bfloat16 on CUDA, float32 on CPU
+    dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
     device = ""  # default cuda if available
     max_length = 0  # context limit for prompt + answer; 0: the model's max_position_embeddings
     # sampler; method / block_size / mask / right-shift default to the checkpoint's config.json
@@ -775,7 +784,7 @@ if __name__ == "__main__":
     threshold = None  # Fast-dLLM parallel decoding: commit every token with confidence >= threshold
     factor = None  # ... or the top n with (n+1)(1 - conf_n) <= factor
     cache = "none"  # mdlm: none (exact) | prefix | dual; bd3lm: none (= exact KV cache) | recompute
-    stop_at_eos = True
+    stop_at_eos = True  # trim at the first EOS; bd3lm stops after the EOS block either way (see generate)
     eos_suppress_steps = 0
     # -------------------------------------------------------------------------
     configure(globals())

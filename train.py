@@ -9,8 +9,9 @@ on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP 
 
 model_name_or_path is an HF-format directory (config.json + safetensors + tokenizer files,
 e.g. from convert.py). Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final,
-each one loadable by Model.from_pretrained and transformers, plus the training state for an
-exact resume (resume=True). Option names follow the dLLM reference where it has one.
+each one loadable by Model.from_pretrained and transformers; the newest also holds the training
+state for an exact resume (resume=True). Ctrl-C saves one and prints the command that continues.
+Option names follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -22,7 +23,10 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
+import signal
+import sys
 import time
 import unicodedata
 
@@ -30,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import Model, ar_loss, bd3lm_loss, collate, forward_mask, mdlm_loss, sample_t
+from model import Model, ar_loss, bd3lm_loss, collate, default_dtype, forward_mask, mdlm_loss, sample_t
 
 # -----------------------------------------------------------------------------
 # options (python config files and --key=value override these; --help lists them)
@@ -82,7 +86,7 @@ gradient_accumulation_steps = 1
 # system
 parallel = "ddp"  # ddp | fsdp (FSDP2 fully_shard)
 device = "auto"  # auto | cpu | cuda
-dtype = "auto"  # autocast dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float32
+dtype = "auto"  # autocast: auto (bfloat16 on CUDA and on CPUs with native bf16, else float32) | bfloat16 | float32
 compile = False
 seed = 42
 # checkpoints, eval, logging
@@ -90,6 +94,7 @@ output_dir = "out/train"
 save_steps = 0.1  # >= 1: every that many steps; < 1: that fraction of the run
 save_total_limit = 0  # keep the newest k checkpoint-<step> dirs; 0 keeps all
 resume = False  # continue from the newest complete checkpoint in output_dir
+overwrite = False  # replace the previous run in output_dir (its checkpoints and metrics.jsonl)
 eval_steps = 0.1  # like save_steps; 0 turns periodic eval off
 eval_iters = 50  # at most this many held-out batches of per_device_eval_batch_size rows per eval
 eval_on_start = False
@@ -126,6 +131,9 @@ def check_options():
     positive = ("max_length", "block_size", "per_device_train_batch_size", "per_device_eval_batch_size",
                 "gradient_accumulation_steps", "log_steps")
     synthetic = [n for n, _ in parse_dataset_args(dataset_args) if n.startswith("synthetic:")]
+    # another run's results: a fresh run would overwrite some and leave the rest for --resume to pick up
+    previous = sorted(f for f in os.listdir(output_dir) if f == "metrics.jsonl" or re.match(r"(tmp-)?checkpoint-", f)) \
+        if os.path.isdir(output_dir) else []
     problems = [
         (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
                                  "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
@@ -146,6 +154,10 @@ def check_options():
         (any(n not in ("synthetic:addition", "synthetic:sort") for n in synthetic),
          f"unknown data {synthetic}; choose synthetic:addition or synthetic:sort"),
         (synthetic and task != "sft", "synthetic data are chats: use them with --task=sft"),
+        (previous and not resume and not overwrite, f"output_dir {output_dir} holds a previous run "
+         f"({', '.join(previous[:4])}); pass --resume=True to continue it, --overwrite=True to replace it, or pick "
+         f"another --output_dir"),
+        (resume and overwrite, "--resume=True continues the run in output_dir, --overwrite=True deletes it: pick one"),
     ]
     for bad, message in problems:
         if bad:
@@ -658,9 +670,9 @@ def evaluate(model, rows, ids, amp):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: output_dir/checkpoint-<step> and checkpoint-final, each an HF directory plus
-# trainer_state.pt (optimizer, scheduler, step, RNG of every rank). Written to
-# tmp-<name> and renamed, so a directory under its final name is always complete.
+# checkpoints: output_dir/checkpoint-<step> and checkpoint-final, each an HF directory and
+# trainer_state.json; the newest one also holds trainer_state.pt (optimizer, scheduler, step, RNG of
+# every rank). Written to tmp-<name> and renamed, so a directory under its final name is complete.
 
 def find_checkpoint():
     done = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
@@ -702,11 +714,16 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.rename(tmp, final)
+        # only the newest checkpoint keeps the optimizer state (2/3 of its size): older ones become weights only
+        for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
+            if os.path.dirname(old) != final:
+                os.remove(old)
         numbered = sorted((d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
                            if re.fullmatch(r"checkpoint-\d+", os.path.basename(d))), key=lambda d: int(d[d.rindex("-") + 1:]))
         for d in numbered[:-save_total_limit] if save_total_limit else []:
             shutil.rmtree(d)
-        print0(f"saved {final}")
+        size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(final, "*")))
+        print0(f"saved {final} ({size / 1e6:,.1f} MB, resumable)")
     barrier()
 
 
@@ -748,11 +765,25 @@ def every(x, total):  # save_steps / eval_steps: a step count, or a fraction of 
     return 0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
 
 
+def resume_command():
+    """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
+    args, prev = [], ""
+    for a in sys.argv[1:]:
+        if not (re.fullmatch(r"--(resume|overwrite)(=.*)?", a) or re.fullmatch(r"--(resume|overwrite)", prev)
+                and a.lower() in ("true", "false", "1", "0", "yes", "no")):
+            args.append(a)
+        prev = a
+    launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]
+    return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
+
+
 def load(transformers):
     """(model, tokenizer, ids, checkpoint): the newest complete checkpoint's exact fp32 weights when
     resuming, else model_name_or_path; config.json fields set to what samplers read back."""
     if _rank == 0:  # a tmp-* dir is a save that never finished: never loadable, so drop it
         for d in glob.glob(os.path.join(output_dir, "tmp-checkpoint-*")):
+            shutil.rmtree(d)
+        for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []:
             shutil.rmtree(d)
     barrier()
     ckpt = find_checkpoint() if resume else None
@@ -789,8 +820,9 @@ def main():
     os.makedirs(output_dir, exist_ok=True)
     for s in (torch.manual_seed, random.seed, np.random.seed):
         s(seed + _rank)
-    amp_dtype = torch.bfloat16 if dtype == "bfloat16" or (dtype == "auto" and _device.type == "cuda") else None
-    amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    amp_dtype, why = default_dtype(_device) if dtype == "auto" else (getattr(torch, dtype), "--dtype")
+    print0(f"dtype {str(amp_dtype).removeprefix('torch.')} ({why})")
+    amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else contextlib.nullcontext()
     raw, tok, ids, ckpt = load(transformers)
 
     # data: step -> rows is a pure function (an epoch's permutation is seeded by seed + epoch)
@@ -873,8 +905,7 @@ def main():
             model.train()
 
     print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
-           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps | "
-           f"autocast {amp_dtype}")
+           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
     if 0 < len(eval_rows) < per_device_eval_batch_size:
         print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
     if eval_on_start and step == 0:
@@ -882,6 +913,14 @@ def main():
     mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
     ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
     save_every, eval_every, dt_avg, loss_val = every(save_steps, total), every(eval_steps, total), None, None
+    stop, last_log = [], time.time()
+
+    def on_ctrl_c(*_):  # the first Ctrl-C: finish this step, save it resumably, exit (see the loop's end)
+        stop.append(True)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one ends the process at once
+        if _rank == 0:  # os.write: a print here could land inside one the loop is making
+            os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
+    signal.signal(signal.SIGINT, on_ctrl_c)
     while step < total:
         t0, loss_sum, tokens = time.time(), 0.0, 0
         for micro in range(gradient_accumulation_steps):
@@ -897,7 +936,8 @@ def main():
             loss_sum += loss.detach()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
         gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
-        loss_val, gnorm = (x / _world for x in all_sum(loss_sum / gradient_accumulation_steps, gnorm))
+        loss_val, gnorm, stopping = all_sum(loss_sum / gradient_accumulation_steps, gnorm, len(stop))
+        loss_val, gnorm = loss_val / _world, gnorm / _world
         if not (math.isfinite(loss_val) and math.isfinite(gnorm)):
             raise SystemExit(f"error: non-finite loss ({loss_val}) or grad norm ({gnorm}) at step {step + 1}; "
                              f"stopped before the update, no checkpoint written. Newest good checkpoint: "
@@ -909,15 +949,18 @@ def main():
         step += 1
         dt = time.time() - t0
         dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt
-        if step % log_steps == 0 or step == total:
-            eta = dt_avg * (total - step)
+        if step % log_steps == 0 or step in (1, total) or time.time() - last_log > 30:  # never silent for long
+            last_log, eta = time.time(), dt_avg * (total - step)
             print0(f"step {step}/{total} | loss {loss_val:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
                    f"dt {dt * 1000:.0f}ms | tok/s {tokens / dt:,.0f} | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
             log({"step": step, "loss": loss_val, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt})
         if eval_every and step % eval_every == 0 and step < total:
             run_eval()
-        if save_every and step % save_every == 0 and step < total:
+        if (save_every and step % save_every == 0 or stopping) and step < total:
             save_checkpoint(f"checkpoint-{step}", step, raw, tok, opt, sched, gen, loss_val)
+        if stopping and step < total:  # a Ctrl-C on any rank stops them all after the same step
+            print0(f"interrupted at step {step}; continue with: {resume_command()}")
+            raise SystemExit(130)
     run_eval()
     save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss_val)
     if wandb:
@@ -929,4 +972,7 @@ def main():
 if __name__ == "__main__":
     from configurator import configure
     configure(globals())
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the training loop, which saves on Ctrl-C
+        raise SystemExit("\ninterrupted before training started: nothing to save")

@@ -84,13 +84,14 @@ def train(name, init, objective, n_steps, **kw):
     if os.path.isdir(final):
         print(f"[{name}] found {final}, skipping training")
         return final
+    # --resume=True: a run stopped by Ctrl-C (or killed) goes on from its newest checkpoint
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--model_name_or_path={init}",
             f"--objective={objective}", "--task=pt", f"--dataset_args={os.path.join(out_dir, 'train.txt')}",
             f"--max_length={max_length}", f"--max_steps={n_steps}", f"--learning_rate={learning_rate}",
             f"--per_device_train_batch_size={batch_size}", f"--per_device_eval_batch_size={batch_size}",
             "--warmup_steps=100", "--min_lr_ratio=0.1", "--insert_eos=False", "--eval_fraction=0.02",
             "--eval_steps=100", "--eval_iters=8", "--save_steps=100000", f"--dtype={dtype}", f"--seed={seed}",
-            f"--output_dir={run}", "--log_steps=50"] + [f"--{k}={v}" for k, v in kw.items()]
+            f"--output_dir={run}", "--log_steps=50", "--resume=True"] + [f"--{k}={v}" for k, v in kw.items()]
     print(f"[{name}] " + " ".join(args[1:]), flush=True)
     t0 = time.time()
     subprocess.run(args, check=True, cwd=ROOT)

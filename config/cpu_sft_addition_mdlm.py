@@ -14,5 +14,4 @@ per_device_eval_batch_size = 10
 eval_steps = 40
 eval_iters = 2
 save_steps = 0
-dtype = "bfloat16"
 output_dir = "out/cpu_sft_addition_mdlm"

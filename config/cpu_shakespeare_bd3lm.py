@@ -15,5 +15,4 @@ per_device_eval_batch_size = 8
 eval_steps = 20
 eval_iters = 4
 save_steps = 0
-dtype = "bfloat16"
 output_dir = "out/cpu_shakespeare_bd3lm"

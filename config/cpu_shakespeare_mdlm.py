@@ -16,5 +16,4 @@ per_device_eval_batch_size = 8
 eval_steps = 20
 eval_iters = 4
 save_steps = 0  # checkpoint-final only
-dtype = "bfloat16"  # bf16 autocast on CPU
 output_dir = "out/cpu_shakespeare_mdlm"

@@ -8,6 +8,7 @@ import select
 import struct
 import subprocess
 import sys
+import signal
 import termios
 import fcntl
 import time
@@ -19,7 +20,7 @@ import sample
 from chat import render, render_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = ["--max_new_tokens=16", "--steps=8", "--block_size=8"]
+FLAGS = ["--max_new_tokens=16", "--steps=8", "--block_size=8", "--dtype=float32"]  # fp32, as the `tiny` fixture
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "LINES": "50"}
 
 
@@ -65,13 +66,16 @@ def test_render_and_frames(tiny):
 
 
 def test_chat_through_a_pipe(tiny_dir, tiny):
-    script = "hello\nhow are you\n/set steps=4\n/reset\nagain\n/set bogus=1\n"
+    script = "hello\nhow are you\n/set steps=4\n/set remasking=bogus\n/reset\nagain\n/set bogus=1\n"
     r = subprocess.run([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", *FLAGS], cwd=ROOT,
                        input=script, capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr
     a = expected_answers(tiny, ["hello", "how are you", ("steps", 4), "/reset", "again"])
     assert r.stdout == "".join(x + "\n" for x in a)  # answers only: no prompts, no frames
     assert a[0] != a[1] and "steps=4" in r.stderr and "usage: /set" in r.stderr
+    # a bad value is refused at /set (and the setting kept), not when the next answer fails
+    assert "error: unknown remasking 'bogus'; choose low_confidence or random" in r.stderr
+    assert "remasking='bogus'" not in r.stderr and r.stderr.count("error:") == 1
 
 
 def test_right_shift_flag_overrides_the_checkpoint(tiny_dir, tiny):
@@ -141,6 +145,36 @@ def test_chat_in_a_terminal(tiny_dir, tiny):
             assert flat(want) in flat(out)
             assert re.search(rf"\[\d+ tokens, {nfe} forward passes, ", out)  # the stats line counts the steps
         os.write(master, b"\x04")  # Ctrl-D on an empty line: EOF
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+
+
+def test_ctrl_c_stops_an_answer_and_keeps_the_conversation(tiny_dir, tiny):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    p = subprocess.Popen([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", *FLAGS], cwd=ROOT,
+                         stdin=slave, stdout=slave, stderr=slave, env=ENV, start_new_session=True)
+    os.close(slave)
+    try:
+        read_until(master, b"commands.")
+        for cmd in (b"max_new_tokens=4096", b"steps=4096"):  # an answer long enough to interrupt
+            os.write(master, b"/set " + cmd + b"\n")
+            read_until(master, cmd)
+        os.write(master, b"hello\n")
+        read_until(master, "░".encode() * 100)  # the blank canvas: the answer has started
+        p.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        read_until(master, b"(answer stopped)")
+        for cmd in (b"max_new_tokens=16", b"steps=8"):
+            os.write(master, b"/set " + cmd + b"\n")
+            read_until(master, cmd)
+        # the stopped turn left no trace: this answer is the one to a first "hello"
+        os.write(master, b"hello\n")
+        out = read_until(master, b"\x1b[0m\r\n> ")
+        assert flat(expected_answers(tiny, ["hello"])[0]) in flat(out)
+        p.send_signal(signal.SIGINT)  # at the prompt: quit
         assert p.wait(timeout=60) == 0
     finally:
         if p.poll() is None:

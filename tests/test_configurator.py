@@ -121,11 +121,13 @@ def test_help_prints_doc_and_every_default(tmp_path):
         Usage: python prog.py --steps=3
         """
         steps = 10
-        lr = 0.5
-        name = "run"
+        lr = 0.5  # the learning rate
+        name = "run#1"  # a '#' in a value is not a comment
+        mode = "fast"  # how to go
         resume = False
         init = None
         CHOICES = ("a", "b")  # a constant, not an option
+        _CHOICES = dict(mode=("fast", "slow"), resume=(True, False))
         import sys
         sys.path.insert(0, sys.argv.pop(1))
         from configurator import configure
@@ -137,7 +139,10 @@ def test_help_prints_doc_and_every_default(tmp_path):
                        timeout=60)
     assert r.returncode == 0 and "ran" not in r.stdout
     assert r.stdout.startswith("Prog: does a thing.\n\nUsage: python prog.py --steps=3")
-    for line in ("--steps=10", "--lr=0.5", "--name='run'", "--resume=False", "--init=None"):
+    # each key with its default, its comment, and its choices where the comment lacks them
+    for line in ("--steps=10\n", "--lr=0.5  # the learning rate\n",
+                 "--name='run#1'  # a '#' in a value is not a comment\n",
+                 "--mode='fast'  # how to go (fast | slow)\n", "--resume=False  # True | False\n", "--init=None\n"):
         assert line in r.stdout
     assert "CHOICES" not in r.stdout and "--sys" not in r.stdout
     r = subprocess.run([sys.executable, str(script), root, "--steps", "3"], capture_output=True, text=True,

@@ -169,9 +169,17 @@ def test_nonempty_output_needs_overwrite(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--overwrite=True"):
         run(monkeypatch, tmp_path / "src", tmp_path / "out")
     assert entries(tmp_path / "out") == ["notes.txt"] and entries(tmp_path) == ["out", "src"]
-    run(monkeypatch, tmp_path / "src", tmp_path / "out", overwrite=True)
+    umask = os.umask(0o022)
+    try:
+        run(monkeypatch, tmp_path / "src", tmp_path / "out", overwrite=True)
+    finally:
+        os.umask(umask)
     assert "notes.txt" not in entries(tmp_path / "out") and "model.safetensors" in entries(tmp_path / "out")
     assert entries(tmp_path) == ["out", "src"]  # no temp dir left behind
+    # the modes a plain write gives under the umask, not the temp dir's 0700 or safetensors' 0600
+    out = tmp_path / "out"
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    assert {oct(f.stat().st_mode & 0o777) for f in out.iterdir()} == {"0o644"}
 
 
 def test_cli_bad_dtype(tmp_path):

@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "gsm8k", 
                                  reason="shared data ../shared/data/gsm8k is missing"),
               pytest.mark.usefixtures("one_thread")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# the models here load in float32: the exact comparisons below are fp32 ones (the default is bf16 on CPUs with
+# native bf16, where batched and single rows round apart)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def req(kind, *args):
 
 
 def evaluate(tm, model, pretrained, tasks, limit, batch_size=2, **model_args):
-    r = lm_eval.simple_evaluate(model=model, model_args={"pretrained": pretrained, **model_args}, tasks=tasks,
+    r = lm_eval.simple_evaluate(model=model, model_args={"pretrained": pretrained, "dtype": "float32", **model_args},
+                                tasks=tasks,
                                 limit=limit, num_fewshot=0, batch_size=batch_size, task_manager=tm,
                                 log_samples=True, bootstrap_iters=0)
     return r["results"], r["samples"]
@@ -127,7 +130,7 @@ def test_oracle_memorised_scores_one(memorised, tm, method):
 
 
 def test_mdlm_loglikelihood_seeded_ranks_memorised_and_greedy(memorised):
-    lm = ev.A2DMDLM(pretrained=memorised, batch_size=4, mc_num=16, is_check_greedy=True)
+    lm = ev.A2DMDLM(pretrained=memorised, dtype="float32", batch_size=4, mc_num=16, is_check_greedy=True)
     ctx = f"Question: {gsm8k_docs(1)[0]['question']}\nAnswer:"
     reqs = [req("loglikelihood", ctx, " 18"), req("loglikelihood", ctx, " 74"), req("loglikelihood", ctx, " 0")]
     a = lm.loglikelihood(reqs)
@@ -146,14 +149,14 @@ def test_mdlm_loglikelihood_seeded_ranks_memorised_and_greedy(memorised):
 @pytest.mark.parametrize("method,chat", [("mdlm", False), ("bd3lm", True)])
 def test_gsm8k_local_limit4(tiny_dir, tm, method, chat):
     r = lm_eval.simple_evaluate(model=f"a2d_{method}", model_args=dict(pretrained=tiny_dir, max_new_tokens=8,
-                                steps=8, block_size=4), tasks=["gsm8k_local"], limit=4, num_fewshot=0,
+                                steps=8, block_size=4, dtype="float32"), tasks=["gsm8k_local"], limit=4, num_fewshot=0,
                                 batch_size=3, task_manager=tm, log_samples=True, apply_chat_template=chat,
                                 bootstrap_iters=0)
     res = r["results"]["gsm8k_local"]
     samples = [s for s in r["samples"]["gsm8k_local"] if s["filter"] == "strict-match"]  # one per doc
     assert len(samples) == 4 and res["sample_len"] == 4
     assert res["exact_match,strict-match"] == 0.0 and res["exact_match,flexible-extract"] == 0.0
-    model, tok, defaults = sample.load(tiny_dir)
+    model, tok, defaults = sample.load(tiny_dir, dtype="float32")
     for s, d in zip(samples, gsm8k_docs(4)):
         prompt, gen_kwargs = s["arguments"][0]
         user = f"Question: {d['question']}\nAnswer:"
@@ -171,8 +174,8 @@ def test_gsm8k_local_limit4(tiny_dir, tm, method, chat):
 
 def test_generate_until_order_until_and_max_gen_toks(tiny_dir):
     prompts = ["The cat", "Once upon a time, in a land far away, there", "1 2 3 4", "Hello world, this is"]
-    one = ev.A2DMDLM(pretrained=tiny_dir, batch_size=1, max_new_tokens=6, steps=6)
-    three = ev.A2DMDLM(pretrained=tiny_dir, batch_size=3, max_new_tokens=6, steps=6)
+    one = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=1, max_new_tokens=6, steps=6)
+    three = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=3, max_new_tokens=6, steps=6)
     reqs = [req("generate_until", p, {"until": []}) for p in prompts]
     want = one.generate_until(reqs, disable_tqdm=True)
     assert three.generate_until(reqs, disable_tqdm=True) == want  # batched, sorted, back in request order
@@ -180,7 +183,7 @@ def test_generate_until_order_until_and_max_gen_toks(tiny_dir):
     cut = three.generate_until([req("generate_until", prompts[1], {"until": ["@@", stop]})], disable_tqdm=True)
     assert cut == [want[1].split(stop)[0]] and len(cut[0]) <= 2
     # the task's max_gen_toks applies unless max_new_tokens was given in model_args
-    free = ev.A2DMDLM(pretrained=tiny_dir, batch_size=1)
+    free = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=1)
     assert (free.gen_settings({"max_gen_toks": 5})["max_new_tokens"], free.gen_settings({})["max_new_tokens"]) == (5, 128)
     assert free.gen_settings({"max_gen_toks": 5})["steps"] == 5
     assert one.gen_settings({"max_gen_toks": 5})["max_new_tokens"] == 6
@@ -201,7 +204,7 @@ def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir):
     """With the draw fixed, loglikelihood = mean over rows of -sum_{masked} CE / p_mask, where
     block b's logits come from the clean blocks before it followed by its own noisy copy."""
     bs = 4
-    lm = ev.A2DBD3LM(pretrained=tiny_dir, batch_size=2, mc_num=2, block_size=bs)
+    lm = ev.A2DBD3LM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=2, block_size=bs)
     ctx, cont = "The quick brown", " fox jumps over the lazy dog, and then the dog wakes up and chases the fox home"
     c, x = lm.encode_pair(ctx, cont)
     P, L = len(c), len(c) + len(x)
@@ -230,7 +233,7 @@ def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir):
 def test_mdlm_loglikelihood_equals_hand_computation(tiny_dir, right_shift):
     """With the draw fixed, loglikelihood = mean over rows of sum_{masked i} log p(x0_i | x_t) / p_mask,
     from one bidirectional forward over each row's x_t; with right_shift the logit at i-1 is token i's."""
-    lm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=2, mc_num=2)
+    lm = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=2)
     lm.sampler["right_shift_logits"] = right_shift
     ctx, cont = "The quick brown", " fox jumps over the lazy dog"
     c, x = lm.encode_pair(ctx, cont)
@@ -254,7 +257,7 @@ def test_mdlm_loglikelihood_equals_hand_computation(tiny_dir, right_shift):
 def test_draws_mask_only_the_continuation(tiny_dir):
     g = torch.Generator().manual_seed(0)
     x0 = torch.arange(100, 111)[None].expand(4, -1)  # P = 3 context + T = 8 continuation
-    mdlm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=4)
+    mdlm = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=4)
     for _ in range(5):
         xt, p = mdlm.draw(x0, 3, g)
         masked = xt == mdlm.mask_id
@@ -263,7 +266,7 @@ def test_draws_mask_only_the_continuation(tiny_dir):
         # LLaDA's stratification: 4 counts spaced T/B = 2 apart (mod T), so one of two sets
         assert sorted(counts.tolist()) in ([1, 3, 5, 7], [2, 4, 6, 8])
         assert torch.equal(p[:, 0], counts / 8)
-    bd3 = ev.A2DBD3LM(pretrained=tiny_dir, batch_size=4)
+    bd3 = ev.A2DBD3LM(pretrained=tiny_dir, dtype="float32", batch_size=4)
     xt, t = bd3.draw(x0, 3, g)
     assert not (xt[:, :3] == bd3.mask_id).any()
     gaps = t[:, 0].sort().values.diff()  # antithetic: evenly spread over [eps, 1)
@@ -271,7 +274,7 @@ def test_draws_mask_only_the_continuation(tiny_dir):
 
 
 def test_rolling_is_the_sum_over_disjoint_windows(tiny_dir):
-    lm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=2, mc_num=2, max_length=16)
+    lm = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=2, max_length=16)
     text = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
             "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.")
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -285,7 +288,7 @@ def test_rolling_is_the_sum_over_disjoint_windows(tiny_dir):
 
 
 def test_long_context_cut_from_the_left_and_empty_context(tiny_dir, caplog):
-    lm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=2, mc_num=4, max_length=16)
+    lm = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=4, max_length=16)
     ctx = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
     c, x = lm.encode_pair(ctx, " end")
     assert len(c) + len(x) > 16
@@ -299,7 +302,7 @@ def test_long_context_cut_from_the_left_and_empty_context(tiny_dir, caplog):
 
 
 def test_bad_model_args_are_clear_errors(tiny_dir):
-    lm = ev.A2DMDLM(pretrained=tiny_dir, batch_size=2, mc_num=3)
+    lm = ev.A2DMDLM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=3)
     with pytest.raises(ValueError, match="mc_num=3 must be a positive multiple of batch_size=2"):
         lm.loglikelihood([req("loglikelihood", "a", " b")])
     with pytest.raises(ValueError, match="unknown model_args \\['stepz'\\]; valid: .*steps"):
@@ -307,20 +310,61 @@ def test_bad_model_args_are_clear_errors(tiny_dir):
     with pytest.raises(ValueError, match="fixed by the model name"):
         ev.A2DBD3LM(pretrained=tiny_dir, method="mdlm")
     # model_args arrive as strings or lm-eval's guesses; they end up as the sampler's types
-    lm = ev.A2DBD3LM(pretrained=tiny_dir, temperature=0, threshold="0.9", suppress_tokens="[5;7]",
+    lm = ev.A2DBD3LM(pretrained=tiny_dir, dtype="float32", temperature=0, threshold="0.9", suppress_tokens="[5;7]",
                      stop_at_eos="false", max_length="64")
     assert (lm.sampler["temperature"], lm.sampler["threshold"], lm.sampler["suppress_tokens"]) == (0.0, 0.9, [5, 7])
     assert lm.sampler["stop_at_eos"] is False and lm.max_length == 64
 
 
 # -----------------------------------------------------------------------------
-# the CLI: one process, and two under torchrun (gloo on CPU)
+# the CLI: mistakes, help, one process, and two under torchrun (gloo on CPU)
+
+
+def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
+    # a stand-in lm_eval that dies on import: what the CLI can check without lm-eval must never get that far
+    fake = tmp_path / "fake" / "lm_eval"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('lm_eval was imported')\n")
+    gsm = ["--tasks", "gsm8k_local"]
+    cases = [  # (args, message, checked before lm-eval)
+        (["--model", "a2d_mdlm", "--model_args", f"pretrained={tiny_dir},stepz=4", *gsm],
+         "unknown model_args ['stepz']", True),
+        (["--model", "a2d_bd3lm", "--model_args=pretrained=out/no/such_dir", *gsm],
+         "model directory 'out/no/such_dir' does not exist", True),
+        (["--model", "a2d_bd3lm", "--model_args", "pretrained=out/sft_typo", *gsm],
+         "no local directory 'out/sft_typo', and fetching it from the Hugging Face Hub failed", False),
+        (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir}", "--tasks", "nosuchtask"],
+         "Tasks not found: nosuchtask. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: gsm8k_cot_local, "
+         "gsm8k_local", False),
+        (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir},max_new_tokens=4,steps=4", "--tasks",
+          "gsm8k_cot", "--limit", "1"], "Offline, use a task from tasks/ (they read ../shared/data): gsm8k_cot_local, "
+                                        "gsm8k_local", False),
+    ]
+    offline = {**ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "eval.py", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**offline, "PYTHONPATH": str(fake.parent)} if early
+                              else offline) for args, _, early in cases]
+    for p, (args, message, _) in zip(procs, cases):
+        _, err = p.communicate(timeout=600)
+        last = err.strip().splitlines()[-1]
+        assert p.returncode == 1 and last.startswith("error: ") and message in last and "Traceback" not in err, \
+            (args, err[-2000:])
+
+
+def test_help_lists_our_models_and_their_args_first():
+    r = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0
+    ours, _, theirs = r.stdout.partition("usage: lm-eval")
+    assert theirs and "a2d_mdlm" in ours and "a2d_bd3lm" in ours
+    assert all(f"{k}=" in ours for k in [*ev.EVAL_ARGS, *ev.SAMPLER_ARGS])
 
 
 def run_cli(launcher, out, tiny_dir):
     cmd = launcher + ["eval.py", "--model", "a2d_mdlm", "--tasks", "gsm8k_local,gsm8k_mc_local", "--limit", "5",
                       "--num_fewshot", "0", "--batch_size", "2", "--log_samples", "--output_path", str(out),
-                      "--model_args", f"pretrained={tiny_dir},max_new_tokens=4,steps=4,block_size=4,mc_num=2"]
+                      "--model_args",
+                      f"pretrained={tiny_dir},max_new_tokens=4,steps=4,block_size=4,mc_num=2,dtype=float32"]
     p = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.load(open(glob.glob(f"{out}/**/results_*.json", recursive=True)[0]))["results"]

@@ -10,7 +10,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from model import Config, Model, bd3lm_attention_mask
+from model import Config, Model, bd3lm_attention_mask, default_dtype
 
 torch.set_grad_enabled(False)
 transformers.logging.set_verbosity_error()
@@ -283,6 +283,50 @@ def test_missing_weights_and_dir(tmp_path, saved):
         Model.from_pretrained(str(saved))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Model.from_pretrained(str(tmp_path / "nope"))
+
+
+def test_damaged_files_are_named(saved):
+    # an interrupted copy or download: the error names the file and says what to do
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"{weights} is damaged or truncated \(.*\); copy, download or save it"):
+        Model.from_pretrained(str(saved))
+    cfg = saved / "config.json"
+    cfg.write_text(cfg.read_text()[:-30])
+    with pytest.raises(ValueError, match=rf"{cfg} is not valid JSON \(.*line \d+"):
+        Model.from_pretrained(str(saved))
+
+
+def test_local_path_typo_is_not_blamed_on_the_network(monkeypatch, capsys):
+    # out/sft_typo has the shape of a hub id: first say that no such directory exists, then try the Hub
+    import huggingface_hub
+
+    def offline(*a, **kw):
+        assert "no local directory 'out/sft_typo'" in capsys.readouterr().err
+        raise huggingface_hub.errors.LocalEntryNotFoundError("check your internet connection")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="no local directory 'out/sft_typo', and fetching it from the "
+                                                "Hugging Face Hub failed .*check the path"):
+        Model.from_pretrained("out/sft_typo")
+
+
+def test_saved_files_have_the_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        tiny_model().save_pretrained(tmp_path / "m", max_shard_bytes=20_000)
+    finally:
+        os.umask(old)
+    assert {oct(os.stat(f).st_mode & 0o777) for f in (tmp_path / "m").iterdir()} == {"0o644"}
+
+
+@pytest.mark.parametrize("flags,want", [("fpu avx2 avx512f", torch.float32), ("avx2 avx512_bf16", torch.bfloat16),
+                                        ("avx2 amx_bf16 amx_tile", torch.bfloat16), ("", torch.float32)])
+def test_default_dtype_follows_the_hardware(tmp_path, flags, want):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    dtype, reason = default_dtype("cpu", cpuinfo=str(info))
+    assert dtype == want and ("no native bf16" in reason) == (want == torch.float32)
+    assert default_dtype("cuda", cpuinfo=str(info)) == (torch.bfloat16, "CUDA")
 
 
 # -----------------------------------------------------------------------------

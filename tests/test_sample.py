@@ -372,6 +372,12 @@ def test_bad_arguments_say_what_to_do(m):
         sample.generate(m, [[1]], method="bd3lm", cache="dual", **KW)
     with pytest.raises(ValueError, match="low_confidence or random"):
         sample.generate(m, [[1]], remasking="lowest", **KW)
+    # the same checks without a model, for callers that take settings one at a time (chat.py's /set)
+    with pytest.raises(ValueError, match="unknown cache 'dual' for bd3lm; choose none, exact or recompute"):
+        sample.check_settings(8, 4, method="bd3lm", cache="dual")
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        sample.check_settings(8, 4, max_new_tokens=0)
+    sample.check_settings(8, 4, method="mdlm", cache="dual", threshold=0.9)
     no_bos = {k: v for k, v in KW.items() if k != "bos_token_id"}
     for method in ("mdlm", "bd3lm"):
         with pytest.raises(ValueError, match="empty prompt needs bos_token_id"):
@@ -425,7 +431,7 @@ def test_cli_prompt_file_jsonl_and_errors(tiny_dir, tmp_path):
                   + json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
     out = tmp_path / "out.jsonl"
     r = run_cli(f"--model_name_or_path={tiny_dir}", f"--prompt_file={pf}", f"--output={out}", "--batch_size=2",
-                "--max_new_tokens=8", "--steps=4", "--block_size=4", "--stop_at_eos=False")
+                "--max_new_tokens=8", "--steps=4", "--block_size=4", "--stop_at_eos=False", "--dtype=float32")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(len(row["completion_ids"]) == 8 and row["nfe"] > 0 for row in rows)
@@ -445,6 +451,13 @@ def test_cli_prompt_file_jsonl_and_errors(tiny_dir, tmp_path):
     assert rows[0]["prompt_ids"] == tok("one", add_special_tokens=False).input_ids
     r = run_cli("--model_name_or_path=/nonexistent/dir", "--prompt=hi")
     assert r.returncode != 0 and "does not exist" in r.stderr
+    # prompts are checked before the model is loaded (here: it could not be)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    for flag, message in ((f"--prompt_file={tmp_path / 'missing.txt'}", "missing.txt' does not exist"),
+                          (f"--prompt_file={bad}", "bad.jsonl:2 is not valid JSON")):
+        r = run_cli("--model_name_or_path=/nonexistent/dir", flag)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--method=ar")
     assert r.returncode != 0 and "mdlm or bd3lm" in r.stderr
     r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--stepz=3")

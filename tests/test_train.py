@@ -5,7 +5,9 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, data_path
+from model import default_dtype
 
 SHAKESPEARE = ("tinyshakespeare", "input.txt")
 GSM8K = ("gsm8k", "train.jsonl")
@@ -177,7 +180,7 @@ def test_shakespeare_val_loss_drops(tiny_dir, tmp_path):
     assert first > 10.0 and last < first - 3.0, (first, last)
     assert abs(ev[1]["eval_ppl"] - np.exp(last)) < 1e-6 * ev[1]["eval_ppl"]
     steps = [m for m in metrics(tmp_path) if "loss" in m]
-    assert [m["step"] for m in steps] == [20, 40]
+    assert [m["step"] for m in steps] == [1, 20, 40]  # the first step at once, then every log_steps
     assert all(k in steps[0] for k in ("lr", "grad_norm", "dt", "tok_per_s"))
     assert re.search(r"step 20/40 \| loss [\d.]+ \| lr [\d.e+-]+ \| gnorm [\d.]+ \| dt \d+ms \| tok/s [\d,]+ \| eta",
                      r.stdout)
@@ -192,7 +195,8 @@ def bd3lm_sft_args(tiny_dir, cache):
             "--max_length=64", "--dataset_args=synthetic:addition[train:400,test:16]", f"--cache_dir={cache}",
             "--t_per_block=True", "--antithetic=True", "--per_device_train_batch_size=4",
             "--gradient_accumulation_steps=2", "--per_device_eval_batch_size=8", "--eval_iters=1",
-            "--eval_steps=2", "--max_steps=4", "--save_steps=2", "--warmup_steps=1", "--learning_rate=2e-3"]
+            "--eval_steps=2", "--max_steps=4", "--save_steps=2", "--warmup_steps=1", "--learning_rate=2e-3",
+            "--dtype=float32"]
 
 
 def streaming_mdlm_args(tiny_dir, cache):
@@ -200,7 +204,12 @@ def streaming_mdlm_args(tiny_dir, cache):
     return [f"--model_name_or_path={tiny_dir}", f"--dataset_args={data_path(*GSM8K)}", "--text_field=question",
             "--streaming=True", "--max_length=32", "--per_device_train_batch_size=4", "--per_device_eval_batch_size=4",
             "--eval_iters=1", "--eval_steps=2", "--max_steps=4", "--save_steps=2", "--warmup_steps=1",
-            "--learning_rate=2e-3", f"--cache_dir={cache}"]
+            "--learning_rate=2e-3", f"--cache_dir={cache}", "--dtype=float32"]
+
+
+def read_until(stream, start):
+    while not (line := stream.readline()).startswith(start):
+        assert line, f"the stream ended before a line starting {start!r}"
 
 
 @pytest.mark.parametrize("make_args", [bd3lm_sft_args, streaming_mdlm_args])
@@ -213,12 +222,18 @@ def test_exact_resume_and_killed_save(tiny_dir, tmp_path, make_args):
     straight = tmp_path / "straight"
     run_train(straight, *args, env=one)
     assert {"checkpoint-2", "checkpoint-final", "metrics.jsonl"} <= set(os.listdir(straight))
+    # the optimizer state only in the newest checkpoint
+    assert not os.path.exists(straight / "checkpoint-2" / "trainer_state.pt")
 
-    # a run that got to step 2, then died while saving step 3: its checkpoint-2 is complete, a
-    # tmp-checkpoint-3 is half written, and a checkpoint-3 without training state was copied in
+    # a run killed after its checkpoint-2, as if while saving step 3: a tmp-checkpoint-3 is half
+    # written, and a checkpoint-3 without training state was copied in
     resumed = tmp_path / "resumed"
-    os.makedirs(resumed)
-    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={resumed}", *args], cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1", **one})
+    read_until(p.stdout, f"saved {resumed}/checkpoint-2 (")
+    p.kill()
+    p.wait()
+    assert os.path.exists(resumed / "checkpoint-2" / "trainer_state.pt")
     os.makedirs(resumed / "tmp-checkpoint-3")
     with open(resumed / "tmp-checkpoint-3" / "model.safetensors", "wb") as f:
         f.write(b"\0" * 100)
@@ -236,6 +251,71 @@ def test_exact_resume_and_killed_save(tiny_dir, tmp_path, make_args):
     tail = lambda out: [(m["step"], m.get("loss"), m.get("eval_loss")) for m in metrics(out) if m["step"] > 2]
     assert tail(straight) == tail(resumed) and len(tail(straight)) == 3  # steps 3, 4 + the final eval
     assert not os.path.exists(resumed / "tmp-checkpoint-3")  # half-written saves are cleared at start
+
+
+def tiny_pt_args(tiny_dir, cache, *more):
+    return [f"--model_name_or_path={tiny_dir}", f"--dataset_args={data_path(*SHAKESPEARE)}", "--max_length=32",
+            "--per_device_train_batch_size=4", "--eval_steps=0", "--warmup_steps=1", "--learning_rate=2e-3",
+            f"--cache_dir={cache}", *more]
+
+
+def test_a_previous_run_is_never_overwritten_silently(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    r = run_train(out, *tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=3", "--save_steps=1",
+                                     "--dtype=float32"))
+    assert "dtype float32 (--dtype)" in r.stdout  # an explicit flag wins over the machine's default
+    # only the newest checkpoint keeps the optimizer state; each save says how big it is
+    state = [os.path.exists(out / d / "trainer_state.pt") for d in ("checkpoint-1", "checkpoint-2", "checkpoint-final")]
+    assert state == [False, False, True]
+    assert re.search(rf"saved {out}/checkpoint-final \([\d.,]+ MB, resumable\)", r.stdout)
+    before = {f: os.path.getmtime(out / f) for f in os.listdir(out)}
+    r = run_train(out, *tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=1"), ok=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"error: output_dir {out} holds a previous run (checkpoint-1, checkpoint-2, checkpoint-final, " \
+           f"metrics.jsonl); pass --resume=True to continue it, --overwrite=True to replace it" in r.stderr
+    assert {f: os.path.getmtime(out / f) for f in os.listdir(out)} == before  # untouched
+    r = run_train(out, *tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=1", "--overwrite=True"))
+    assert f"dtype {str(default_dtype('cpu')[0]).removeprefix('torch.')} ({default_dtype('cpu')[1]})" in r.stdout
+    assert sorted(os.listdir(out)) == ["checkpoint-final", "metrics.jsonl"]  # nothing of the old run
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1]
+
+
+def test_ctrl_c_saves_and_prints_the_exact_resume_command(tiny_dir, tmp_path):
+    args = tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=30", "--save_steps=0")  # the CPU configs' 0
+    one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    run_train(tmp_path / "straight", *args, env=one)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={out}", *args], cwd=ROOT, text=True, env={
+        **os.environ, "PYTHONUNBUFFERED": "1", **one}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    read_until(p.stdout, "step 1/30")
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 130 and "Traceback" not in stderr and "Ctrl-C: finishing this step" in stderr
+    m = re.search(r"interrupted at step (\d+); continue with: (.*)\n", stdout)
+    step = int(m.group(1))
+    assert step < 30 and f"saved {out}/checkpoint-{step} (" in stdout and not os.path.exists(out / "checkpoint-final")
+    cmd = shlex.split(m.group(2))
+    assert cmd == [sys.executable, "train.py", f"--output_dir={out}", *args, "--resume=True"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **one})
+    assert r.returncode == 0 and f"resumed from {out}/checkpoint-{step} at step {step}" in r.stdout, r.stderr
+    a = load_file(tmp_path / "straight" / "checkpoint-final" / "model.safetensors")
+    b = load_file(out / "checkpoint-final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # as if never interrupted
+
+
+def test_second_ctrl_c_quits_at_once(tiny_dir, tmp_path):
+    # long steps (many micro-batches), so the second Ctrl-C lands inside the step the first one lets finish
+    args = tiny_pt_args(tiny_dir, tmp_path / "cache", "--max_steps=3", "--gradient_accumulation_steps=60")
+    p = subprocess.Popen([sys.executable, "train.py", f"--output_dir={tmp_path / 'out'}", *args],
+                         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    read_until(p.stdout, "step 1/3")
+    p.send_signal(signal.SIGINT)
+    read_until(p.stderr, "Ctrl-C: finishing this step")
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT and "Traceback" not in stderr
+    assert not glob.glob(str(tmp_path / "out" / "checkpoint-*"))
 
 
 def test_nonfinite_loss_stops_without_checkpoint(tiny_dir, tmp_path):
@@ -276,6 +356,7 @@ BAD_OPTIONS = [
     (["--model_name_or_path="], "--model_name_or_path is required"),
     (["--task=sft", "--dataset_args=synthetic:division"], "choose synthetic:addition or synthetic:sort"),
     (["--dataset_args=data.jsonl[lang]"], "must be key:value"),
+    (["--resume=True", "--overwrite=True"], "--overwrite=True deletes it: pick one"),
 ]
 
 
@@ -318,3 +399,8 @@ def test_configs_set_only_known_options_with_valid_values():
             assert k not in choices or v in choices[k], (fn, k, v)
         if scope.get("objective") == "bd3lm":
             assert scope["max_length"] % scope["block_size"] == 0, fn
+        if os.path.basename(fn).startswith("cpu_"):  # bf16 is ~20x slower than fp32 on an AVX2-only CPU
+            assert "dtype" not in scope, f"{fn}: leave dtype to the machine (auto)"
+    demo = {n.targets[0].id: n.value for n in ast.parse(open(os.path.join(ROOT, "bench", "demo.py")).read()).body
+            if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+    assert ast.literal_eval(demo["dtype"]) == "auto"

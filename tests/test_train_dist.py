@@ -21,7 +21,8 @@ def args(tiny_dir, cache, out, per_device):
             f"--cache_dir={cache}", f"--output_dir={out}", "--max_length=32", f"--max_steps={STEPS}",
             f"--per_device_train_batch_size={per_device}", "--gradient_accumulation_steps=2",
             "--learning_rate=3e-3", "--warmup_steps=1", "--eval_steps=0", "--save_steps=0",
-            "--per_device_eval_batch_size=4", "--eval_iters=3"]
+            "--per_device_eval_batch_size=4", "--eval_iters=3",
+            "--dtype=float32"]  # the tolerances below are fp32 ones; auto is bf16 on CPUs with native bf16
 
 
 def run(cmd):
