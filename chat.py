@@ -19,7 +19,9 @@ import sys
 
 import torch
 
-from sample import check_settings, encode, generate, load, override
+from dataclasses import asdict, replace
+
+from sample import SETTINGS, Settings, encode, generate, load
 
 # -----------------------------------------------------------------------------
 # drawing the denoising canvas
@@ -77,20 +79,20 @@ HELP = """commands:
   /exit             quit (EOF and Ctrl-C at the prompt quit too; Ctrl-C during an answer stops it)"""
 
 
-def main():
+def main(given):
+    """given: the options set on the command line; those settings win over the checkpoint's."""
     from configurator import parse_value
     if not model_name_or_path:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
+        s = Settings(**{k: globals()[k] for k in SETTINGS}).check()  # before the model loads
+        show = None if visualize == "auto" else parse_value("visualize", visualize, True)
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     if chat_template and not tok.chat_template:
         raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
-    settings = dict(override(d, method, block_size, mask_token_id, right_shift_logits),
-                    max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
-                    cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache, stop_at_eos=True,
-                    eos_suppress_steps=eos_suppress_steps)
+    s = replace(s, **{k: v for k, v in d.items() if k not in given})
     tty = sys.stdout.isatty()
     info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty():
@@ -98,12 +100,12 @@ def main():
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
-    live = tty if visualize == "auto" else parse_value("visualize", visualize, True)
+    live = tty if show is None else show
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     limit = model.config.max_position_embeddings
     messages = []
     mode = "chat" if chat_template else "raw continuation (Enter alone: generate from scratch)"
-    print(f"{model_name_or_path}: {settings['method']}, block {settings['block_size']}, "
+    print(f"{model_name_or_path}: {s.method}, block {s.block_size}, "
           f"{str(model.lm_head.weight.dtype)[6:]}, {mode}. /help for commands.", file=info)
     while True:
         try:
@@ -122,40 +124,36 @@ def main():
                 messages = []
                 print("(conversation cleared)", file=info)
             elif name == "/set" and not arg:
-                print("\n".join(f"  {k}={v!r}" for k, v in sorted(settings.items()) if k != "stop_at_eos"), file=info)
+                print("\n".join(f"  {k}={v!r}" for k, v in asdict(s).items() if k != "stop_at_eos"), file=info)
             elif name == "/set":
                 key, eq, raw = arg.strip().partition("=")
                 key = key.strip()
-                if not eq or key not in settings:
-                    print(f"usage: /set key=value with key one of {', '.join(sorted(settings))}", file=info)
+                if not eq or key not in SETTINGS:
+                    print(f"usage: /set key=value with key one of {', '.join(SETTINGS)}", file=info)
                     continue
                 try:  # refused here, not at the next answer
-                    value = parse_value(key, raw.strip(), settings[key])
-                    check_settings(**{**settings, key: value})
-                except (SystemExit, ValueError) as e:  # parse_value reports bad values as SystemExit(message)
-                    print(e if isinstance(e, SystemExit) else f"error: {e}", file=info)
+                    s = replace(s, **{key: parse_value(key, raw.strip(), getattr(s, key))}).check()
+                except ValueError as e:
+                    print(f"error: {e}", file=info)
                     continue
-                settings[key] = value
-                print(f"{key}={settings[key]!r}", file=info)
+                print(f"{key}={getattr(s, key)!r}", file=info)
             else:
                 print(f"unknown command {name}; /help lists them", file=info)
             continue
         if chat_template:
             messages.append({"role": "user", "content": line})
         ids = encode(tok, messages if chat_template else line, chat_template)
-        budget = limit - settings["max_new_tokens"]
+        budget = limit - s.max_new_tokens
         if len(ids) > budget:
             print(f"(the conversation is longer than the context: keeping its last {budget} tokens; /reset to start "
                   f"over)", file=info)
             ids = ids[-max(budget, 0):]
         show = live_view(sys.stdout) if live else None
-        on_step = (lambda s, region: show(render(tok, region[0].tolist(), settings["mask_token_id"],
-                                                                  settings["eos_token_id"]))
-                   ) if live else None
+        on_step = (lambda _, region: show(render(tok, region[0].tolist(), s.mask_token_id, s.eos))) if live else None
         try:
             if live:
-                show("░" * settings["max_new_tokens"])  # the blank canvas, before the first step
-            out = generate(model, [ids], generator=gen, on_step=on_step, **settings)
+                show("░" * s.max_new_tokens)  # the blank canvas, before the first step
+            out = generate(model, [ids], s, generator=gen, on_step=on_step)
         except (ValueError, KeyboardInterrupt) as e:  # Ctrl-C: this answer stops, the conversation stays
             stopped = "\n" * live + "(answer stopped)"  # live: after the frame, which may end mid-line
             print(stopped if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
@@ -183,24 +181,13 @@ if __name__ == "__main__":
     seed = 42
     dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
     device = ""
-    # sampler (changeable with /set); method, block_size, mask and right-shift default to the checkpoint's
-    method = ""
-    block_size = 0
-    mask_token_id = -1
-    right_shift_logits = ""  # true | false
-    max_new_tokens = 128
-    steps = 128
-    temperature = 0.0
-    remasking = "low_confidence"
-    cfg_scale = 0.0
-    threshold = None
-    factor = None
-    cache = "none"
-    eos_suppress_steps = 0
+    # every sampler Setting is an option too, and changeable with /set; method, block_size, the
+    # token ids and right_shift_logits default to the checkpoint's
+    globals().update(SETTINGS, stop_at_eos=True)
     # -------------------------------------------------------------------------
-    configure(globals())
+    given = configure(globals())
     try:
-        main()
+        main(given)
     except KeyboardInterrupt:
         print()
     sys.exit(0)

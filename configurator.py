@@ -42,26 +42,29 @@ def _unknown(key, known, where):
 
 
 def _comments(path):
-    """{key: the comment after `key = value`} at the top level of the script (and in its top-level
-    if-blocks, where sample.py and chat.py keep their options): what --help shows beside each key."""
+    """{key: the comment after `key = value`} at the top level of the script, in its top-level
+    if-blocks (where sample.py and chat.py keep their options) and classes: what --help shows."""
     try:
         with open(path) as f:
             src = f.read()
     except (OSError, TypeError):
         return {}
     tree, lines, out = ast.parse(src), src.splitlines(), {}
-    for node in tree.body + [n for s in tree.body if isinstance(s, ast.If) for n in s.body]:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+    # class bodies too: sample.py's Settings fields are options of sample.py and chat.py
+    for node in tree.body + [n for s in tree.body if isinstance(s, (ast.If, ast.ClassDef)) for n in s.body]:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name):
             rest = lines[node.end_lineno - 1][node.end_col_offset:].strip()
             if rest.startswith("#"):
-                out.setdefault(node.targets[0].id, rest[1:].strip())
+                out.setdefault(target.id, rest[1:].strip())
     return out
 
 
 def parse_value(key, raw, default):
-    """Parse the string `raw` into the type of `default`; errors name key, value and type."""
+    """Parse the string `raw` into the type of `default`. A bad value raises ValueError naming key,
+    value and type: the command line turns it into a one-line error, chat's /set into a message."""
     def fail(expected):
-        return SystemExit(f"error: --{key}={raw!r}: expected {expected} (default is {default!r})")
+        return ValueError(f"--{key}={raw!r}: expected {expected} (default is {default!r})")
 
     if isinstance(default, bool):
         low = raw.strip().lower()
@@ -151,7 +154,10 @@ def configure(g, argv=None):
                 i += 1
         if key not in keys:
             raise _unknown(key, keys, "on the command line")
-        overrides[key] = parse_value(key, raw, keys[key])
+        try:
+            overrides[key] = parse_value(key, raw, keys[key])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         i += 1
     g.update(overrides)
     return overrides

@@ -16,7 +16,7 @@ configs in tasks/ are added with --include_path unless you pass one yourself.
 
 --model_args takes, besides pretrained=DIR: dtype (bfloat16|float16|float32; default bf16 on
 CUDA and on CPUs with native bf16, else fp32), max_length (2048: the context budget), mc_num
-(128: Monte Carlo draws per likelihood), is_check_greedy, seed, and every keyword of sample.generate:
+(128: Monte Carlo draws per likelihood), is_check_greedy, seed, and every field of sample.Settings:
 max_new_tokens, steps, block_size, temperature, remasking, cfg_scale, threshold,
 factor, cache, suppress_tokens=[1;2] (';' inside lists: ',' splits model_args), ...
 max_new_tokens (and steps) default to the task's max_gen_toks.
@@ -39,20 +39,15 @@ import os
 import sys
 import textwrap
 
+import sample  # torch with it (~2 s); lm-eval's own imports come after the argument checks (~18 s)
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TASKS_DIR = os.path.join(ROOT, "tasks")
 LOCAL_TASKS = sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml"))  # need no Hub
 
-# every keyword sample.generate takes, with its default (which also fixes its type); None: ids, lists,
-# optional floats. The ids default to what the checkpoint says (sample.load).
-SAMPLER_ARGS = dict(
-    mask_token_id=None, eos_token_id=None, pad_token_id=None, bos_token_id=None,
-    max_new_tokens=128, steps=128, block_size=32, temperature=0.0, remasking="low_confidence",
-    stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
-    begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None, cache="none",
-    stop_at_eos=True,  # not the sampler's default: same answers (they are cut at EOS anyway), fewer steps
-    eos_suppress_steps=0, exclude_pad_tokens=False,
-)
+# --model_args: sample.Settings' fields (the method is the model's name), then eval's own
+SAMPLER_ARGS = dict({k: v for k, v in sample.SETTINGS.items() if k != "method"},
+                    stop_at_eos=True)  # not the sampler's default: the same answers (cut at EOS), fewer steps
 EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_greedy=False, seed=1234)
 IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here
 
@@ -100,9 +95,8 @@ from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import sample  # noqa: E402
 from configurator import parse_value  # noqa: E402
-from model import bd3lm_attention_mask, bd3lm_loss, forward_mask, mdlm_loss, right_shift, sample_t  # noqa: E402
+from model import bd3lm_forward, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
 
 log = logging.getLogger("nanoa2d.eval")
 
@@ -117,8 +111,8 @@ def parse_arg(key, value, default):
             raise ValueError(f"model_args {key}={raw!r}: expected a number or a list like [1;2]") from None
     try:
         return parse_value(key, raw, default)
-    except SystemExit as e:  # configurator reports CLI errors by exiting; here it is a bad argument
-        raise ValueError(str(e).removeprefix("error: --").replace("--", "")) from None
+    except ValueError as e:
+        raise ValueError("model_args " + str(e).removeprefix("--")) from None
 
 
 def setup_distributed(device):
@@ -176,6 +170,10 @@ class A2DLM(LM):
         self.sampler["block_size"] = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)
         self.sampler.update({k: v for k, v in args.items() if k in SAMPLER_ARGS})
         self.user_args = set(args)
+        try:
+            sample.Settings(method=self.METHOD, **self.sampler).check()
+        except ValueError as err:
+            raise SystemExit(f"error: model_args: {err}")
         self.mask_id = self.sampler["mask_token_id"]
         self.eos = self.sampler["eos_token_id"] if isinstance(self.sampler["eos_token_id"], list) \
             else [self.sampler["eos_token_id"]]
@@ -351,19 +349,10 @@ class A2DLM(LM):
         MDLM: bidirectional over x_t. BD3LM: one pass over x_t ⊕ x_0 under the block-diffusion
         mask, so each noisy block sees itself and the clean blocks before it. Only the rows
         that are scored go through the LM head."""
-        B, L = xt.shape
-        rs = self.sampler["right_shift_logits"]
-        s = max(P - 1, 0) if rs else P  # right shift: the logit before a token predicts it
+        rows = logit_rows(torch.arange(P, xt.shape[1], device=xt.device), self.sampler["right_shift_logits"])
         if self.METHOD == "mdlm":
-            out = self.model(xt, causal=False, logits_slice=slice(s, L))
-        else:
-            mask = bd3lm_attention_mask(L, self.sampler["block_size"], xt.device)[None, None]
-            pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
-            out = self.model(torch.cat([xt, x0], 1), attention_mask=mask, position_ids=pos, causal=False,
-                             logits_slice=slice(s, L))
-        if rs:
-            out = right_shift(out)
-        return out[:, out.shape[1] - (L - P):]
+            return self.model(xt, causal=False, logits_slice=rows)
+        return bd3lm_forward(self.model, xt, x0, self.sampler["block_size"], logits_slice=rows)
 
     def score(self, xt, x0, P, p_mask):
         """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed.

@@ -661,9 +661,10 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
     return x, y, None if keep.all() else keep
 
 
-def right_shift(logits):
-    # Dream-style: the logit at i predicts token i+1, so shift right by one (row 0 repeats)
-    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+def logit_rows(i, right_shift_logits=False):
+    # the row whose logit predicts token i: i itself, or under Dream-style right shift the row
+    # before it (row 0 predicts itself); the one place the shift is written
+    return (i - 1).clamp(min=0) if right_shift_logits else i
 
 
 def normalize_loss(token_loss, labels, norm_type="token"):
@@ -686,7 +687,7 @@ def masked_rows(masked, right_shift_logits=False):
     # (b, i) of every masked token and the row whose logits predict it: only those rows need the
     # LM head, which spares the head and the fp32 log-softmax on the ~half of positions left clean
     b, i = masked.nonzero(as_tuple=True)
-    return b, i, ((i - 1).clamp(min=0) if right_shift_logits else i)  # Dream: logit i-1 predicts token i
+    return b, i, logit_rows(i, right_shift_logits)
 
 
 def diffusion_token_loss(logits, input_ids, masked, weight, b, i):
@@ -707,6 +708,17 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
     return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)
 
 
+def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, attn_mask=None):
+    """x_t ⊕ x_0 (B, 2L) in one pass under the block-diffusion mask, both halves at positions 0..L-1
+    (a noisy token and its clean twin share a position) -> the logits of the rows logits_slice picks."""
+    B, L = xt.shape
+    if attn_mask is None:
+        attn_mask = bd3lm_mask(L, block_size, xt.device, attention_mask)
+    pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
+    return model(torch.cat([xt, x0], 1), attention_mask=attn_mask, position_ids=pos, causal=False,
+                 logits_slice=logits_slice)
+
+
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
                weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
     """BD3LM loss: one forward on x_t ⊕ x_0 (2L tokens) under the block-diffusion mask.
@@ -714,13 +726,8 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_ma
     Both halves use positions 0..L-1. Only the x_t half is scored, so the LM head
     runs on its masked rows alone. t is (B,) or per token (B, L). attention_mask: a
     key-padding mask (B, L) or None; attn_mask: a ready (2L, 2L) mask, for benchmarks."""
-    B, L = input_ids.shape
-    if attn_mask is None:
-        attn_mask = bd3lm_mask(L, block_size, input_ids.device, attention_mask)
-    pos = torch.arange(L, device=input_ids.device).repeat(2)[None].expand(B, 2 * L)
     b, i, src = masked_rows(masked, right_shift_logits)  # src < L: rows of the x_t half
-    logits = model(torch.cat([xt, input_ids], 1), attention_mask=attn_mask, position_ids=pos,
-                   causal=False, logits_slice=(b, src))
+    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, (b, src), attn_mask)
     w = loss_weight(t, schedule, weight_type)
     w = w[:, None] if w.ndim == 1 else w
     return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)

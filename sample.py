@@ -26,13 +26,80 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-from model import Model, default_dtype, resolve_model_dir
+from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir
+
+# -----------------------------------------------------------------------------
+# sampler settings: each one named, typed, defaulted and explained here, once. generate() takes
+# them as keywords; sample.py's flags, chat.py's /set and eval.py's model_args are these fields.
+
+
+@dataclass
+class Settings:
+    method: str = "bd3lm"  # mdlm | bd3lm (load() gives the checkpoint's objective)
+    max_new_tokens: int = 128
+    steps: int = 128  # denoising steps in all, split evenly over the blocks
+    block_size: int = 32
+    temperature: float = 0.0  # 0: argmax; > 0: Gumbel-max in float64
+    remasking: str = "low_confidence"  # low_confidence | random: what is committed first
+    stochastic_transfer: bool = False  # binomial unmask counts instead of the rounded schedule
+    cfg_scale: float = 0.0  # classifier-free guidance against the rows that see the prompt masked
+    cfg_keep_tokens: list | None = None  # token ids those rows still see
+    suppress_tokens: list | None = None  # token ids never proposed
+    begin_suppress_tokens: list | None = None  # token ids that lose their confidence, not their proposal
+    threshold: float | None = None  # parallel decoding: commit every token with confidence >= threshold
+    factor: float | None = None  # ... or the top n with (n+1)(1 - conf_n) <= factor
+    cache: str = "none"  # mdlm: none (exact) | prefix | dual (approximate); bd3lm: none (exact) | recompute
+    stop_at_eos: bool = False  # trim at the first EOS, and stop once every answer has ended
+    eos_suppress_steps: int = 0  # no EOS proposed in the first n steps
+    right_shift_logits: bool = False  # Dream-style: the logit at i predicts token i+1
+    exclude_pad_tokens: bool = False  # bd3lm: every pad-id token is padding (the reference's rule)
+    # the checkpoint's token ids (load() reads them)
+    mask_token_id: int | None = None
+    eos_token_id: int | list | None = None  # an int or a list: any of them ends an answer
+    pad_token_id: int | None = None  # bd3lm's left padding (default: the first EOS)
+    bos_token_id: int | None = None  # stands in for an empty prompt under right shift
+
+    def check(self):
+        """Raise ValueError for a value the samplers refuse (the token ids are checked by generate)."""
+        caches = {"mdlm": ("none", "prefix", "dual"), "bd3lm": ("none", "exact", "recompute")}
+        if self.method not in caches:
+            raise ValueError(f"unknown method {self.method!r}; choose mdlm or bd3lm")
+        ok = caches[self.method]
+        problems = [
+            (self.cache not in ok, f"unknown cache {self.cache!r} for {self.method}; choose {ok[0]}, {ok[1]} or {ok[2]}"),
+            (self.remasking not in ("low_confidence", "random"),
+             f"unknown remasking {self.remasking!r}; choose low_confidence or random"),
+            *((getattr(self, k) < 1, f"{k} must be >= 1, got {getattr(self, k)}")
+              for k in ("max_new_tokens", "steps", "block_size")),
+            (self.threshold is not None and self.factor is not None, "set threshold or factor, not both"),
+            (self.threshold is not None and not 0 < self.threshold <= 1,
+             f"threshold must be in (0, 1], got {self.threshold}"),
+            (self.factor is not None and self.factor <= 0, f"factor must be > 0, got {self.factor}"),
+            (self.temperature < 0, f"temperature must be >= 0, got {self.temperature}"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ValueError(message)
+        return self
+
+    @property
+    def eos(self):  # eos_token_id as a list
+        e = self.eos_token_id
+        return [t for t in (e if isinstance(e, (list, tuple)) else [e]) if t is not None]
+
+    @property
+    def parallel(self):  # threshold / factor: a block's commit count follows the confidences
+        return self.threshold is not None or self.factor is not None
+
+
+SETTINGS = {f.name: f.default for f in fields(Settings)}
+
 
 # -----------------------------------------------------------------------------
 # loading
@@ -94,9 +161,8 @@ def unmask_prob(k, steps):
     # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. Evaluated in float32
     # the way the reference's scheduler does it, because its rounding decides the x.5 ties
     # of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
-    s = torch.tensor((k - 1) / steps, dtype=torch.float32)
-    t = torch.tensor(k / steps, dtype=torch.float32)
-    return 1 - ((1 - (1 - s)) / (1 - (1 - t))).item()
+    s, t = (torch.tensor(v / steps, dtype=torch.float32) for v in (k - 1, k))
+    return 1 - ((1 - alpha(s)) / (1 - alpha(t))).item()
 
 
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
@@ -174,32 +240,32 @@ def select(conf, k=None, threshold=None, factor=None):
     return (take | best) & cand
 
 
-def _unmask(logits, cols, cand, k, gstep, *, mask, eos, suppress_tokens, eos_suppress_steps, temperature,
-            remasking, begin_suppress_tokens, threshold, factor, generator):
+def _unmask(logits, cols, cand, k, gstep, s, generator):
     """One denoising decision, shared by both samplers. logits (B, n, V) for the columns `cols`
     (n,) of a region whose candidates are cand (B, W); k: the schedule's counts (or None)
     -> proposals x0 (B, n), take (B, W): what to commit now (inside cand)."""
     # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
     # threshold, loop forever). The reference allows it; a trained model never picks it.
-    logits[..., mask] = -torch.inf
-    if suppress_tokens:
-        logits[..., suppress_tokens] = -torch.inf
-    if gstep < eos_suppress_steps:
-        logits[..., eos] = -torch.inf
-    x0, conf = propose(logits, temperature, remasking, begin_suppress_tokens, generator)
+    logits[..., s.mask_token_id] = -torch.inf
+    if s.suppress_tokens:
+        logits[..., s.suppress_tokens] = -torch.inf
+    if gstep < s.eos_suppress_steps:
+        logits[..., s.eos] = -torch.inf
+    x0, conf = propose(logits, s.temperature, s.remasking, s.begin_suppress_tokens, generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
     conf_full = torch.full(cand.shape, -torch.inf, dtype=conf.dtype, device=conf.device)
     conf_full[:, cols] = conf
-    return x0, select(conf_full.masked_fill(~cand, -torch.inf), k, threshold, factor)
+    return x0, select(conf_full.masked_fill(~cand, -torch.inf), k, s.threshold, s.factor)
 
 
-def _after_step(gstep, region, history, on_step, stop_at_eos, eos_t, mask):
+def _after_step(gstep, region, history, on_step, s):
     """History, callback and the EOS stop after a step; True = every row's answer is settled."""
     if history is not None:
         history.append(region.to("cpu", copy=True))
     if on_step is not None:
         on_step(gstep, region)
-    return stop_at_eos and bool(first_eos_done(region, eos_t, mask).all())
+    return s.stop_at_eos and bool(first_eos_done(region, torch.tensor(s.eos, device=region.device),
+                                                 s.mask_token_id).all())
 
 
 def first_eos_done(region, eos, mask_id):
@@ -229,33 +295,6 @@ class GenerateOutput:
 # MDLM: the whole canvas, denoised block by block with bidirectional attention
 
 
-def check_settings(steps, block_size, remasking="low_confidence", threshold=None, factor=None, temperature=0.0,
-                   max_new_tokens=1, method=None, cache=None, **_):
-    """Raise ValueError for a sampler setting the samplers refuse (chat.py checks each /set with it)."""
-    caches = {"mdlm": ("none", "prefix", "dual"), "bd3lm": ("none", "exact", "recompute")}
-    if method is not None and method not in caches:
-        raise ValueError(f"unknown method {method!r}; choose mdlm or bd3lm")
-    if cache is not None and method is not None and cache not in caches[method]:
-        raise ValueError(f"unknown cache {cache!r} for {method}; choose {', '.join(caches[method][:2])} or "
-                         f"{caches[method][2]}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    if remasking not in ("low_confidence", "random"):
-        raise ValueError(f"unknown remasking {remasking!r}; choose low_confidence or random")
-    if threshold is not None and factor is not None:
-        raise ValueError("set threshold or factor, not both")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if factor is not None and factor <= 0:
-        raise ValueError(f"factor must be > 0, got {factor}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-
-
 def _as_lists(prompts):
     return [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts]
 
@@ -277,11 +316,23 @@ def _right_padded(rows, T, fill, dev):
     return x
 
 
-def _eos_list(eos_token_id):
-    eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
-    if not eos or eos[0] is None:
-        raise ValueError("eos_token_id is required (an int or a list of ints)")
-    return list(eos)
+def _cfg_given(x, given, s):
+    # classifier-free guidance: the unconditional rows see these tokens (the prompt's) masked,
+    # except cfg_keep_tokens
+    if s.cfg_keep_tokens:
+        given = given & ~torch.isin(x, torch.tensor(s.cfg_keep_tokens, device=x.device))
+    return given
+
+
+def _cfg_rows(x, given, s):  # (B, n) -> (R, n): the rows through the network, conditional first
+    return torch.cat([x, torch.where(given, s.mask_token_id, x)]) if s.cfg_scale > 0 else x
+
+
+def _cfg_combine(logits, s):  # (R, n, V) -> (B, n, V): un + (w + 1) (cond - un)
+    if s.cfg_scale == 0:
+        return logits
+    cond, un = logits.chunk(2)
+    return un + (s.cfg_scale + 1) * (cond - un)
 
 
 def _synced_time(device):
@@ -291,63 +342,48 @@ def _synced_time(device):
 
 
 @torch.no_grad()
-def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_per_block, temperature=0.0,
-               remasking="low_confidence", stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None,
-               suppress_tokens=None, begin_suppress_tokens=None, right_shift_logits=False, threshold=None,
-               factor=None, cache="none", stop_at_eos=False, eos_suppress_steps=0, return_history=False,
-               generator=None, on_step=None):
-    """Denoise canvas x (B, T) in place. blocks: per block, (start, end, lo, hi) (B,) tensors:
-    the schedule counts masks in [start, end), candidates are masks in [lo, hi).
+def _mdlm_loop(model, x, amask, blocks, regions, s, steps_per_block, generator=None, on_step=None, history=None):
+    """Denoise canvas x (B, T) in place; returns the NFE. blocks: per block, (start, end, lo, hi)
+    (B,) tensors: the schedule counts masks in [start, end), candidates are masks in [lo, hi).
     regions (B, W) indices into x: what history / on_step / stop_at_eos look at."""
-    if cache not in ("none", "prefix", "dual"):
-        raise ValueError(f"unknown cache {cache!r} for mdlm; choose none (exact), prefix or dual")
     B, T = x.shape
-    dev, mask = x.device, mask_token_id
-    eos_t = torch.tensor(eos, device=dev)
+    dev, mask = x.device, s.mask_token_id
     col = torch.arange(T, device=dev)
     pos_ids = col.expand(B, T)
-    # CFG: the unconditional rows see the given tokens (prompt) masked
-    given = (x != mask) & amask.bool()
-    if cfg_keep_tokens:
-        given &= ~torch.isin(x, torch.tensor(cfg_keep_tokens, device=dev))
-    if cfg_scale > 0:
+    given = _cfg_given(x, amask.bool() & (x != mask), s)
+    if s.cfg_scale > 0:
         amask, pos_ids = amask.repeat(2, 1), pos_ids.repeat(2, 1)
-    kv = model.new_cache(amask.shape[0], T) if cache != "none" else None
+    kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
     if amask.all():  # no padding: attention without a mask runs a faster kernel
         amask = None
-    history = [x.gather(1, regions).cpu()] if return_history else None
     nfe, gstep = 0, 0
-    pick = dict(mask=mask, eos=eos, suppress_tokens=suppress_tokens, eos_suppress_steps=eos_suppress_steps,
-                temperature=temperature, remasking=remasking, begin_suppress_tokens=begin_suppress_tokens,
-                threshold=threshold, factor=factor, generator=generator)
     for start, end, lo, hi in blocks:
         in_block = (col >= start[:, None]) & (col < end[:, None])
         window = (col >= lo[:, None]) & (col < hi[:, None])
-        sched = None
-        if threshold is None and factor is None:
-            sched = transfer_schedule(((x == mask) & in_block).sum(1), steps_per_block, stochastic_transfer, generator)
+        sched = None if s.parallel else \
+            transfer_schedule(((x == mask) & in_block).sum(1), steps_per_block, s.stochastic_transfer, generator)
         cols = ((x == mask) & window).any(0).nonzero()
         if len(cols) == 0:
             continue
         # logits are needed on [wlo, whi) only; right-shift needs the one before too
         wlo, whi = int(cols[0]), int(cols[-1]) + 1
-        fs = max(wlo - 1, 0) if right_shift_logits else wlo
+        fs = max(wlo - 1, 0) if s.right_shift_logits else wlo
         i = 0
         while True:
             cand = (x == mask) & window
             if (sched is not None and i >= sched.shape[1]) or (sched is None and not cand.any()):
                 break
-            inp = x if cfg_scale == 0 else torch.cat([x, torch.where(given, mask, x)])
+            inp = _cfg_rows(x, given, s)
             kw = dict(attention_mask=amask, causal=False, return_hidden=True)
-            if cache == "none":  # exact: the whole canvas, every step
+            if s.cache == "none":  # exact: the whole canvas, every step
                 h = model(inp, position_ids=pos_ids, logits_slice=slice(fs, whi), **kw)
             elif i == 0:  # refresh the cache with a full forward at block start (it is a step too)
                 kv.length = 0
                 h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
                           logits_slice=slice(fs, whi), **kw)
-                if cache == "prefix":
+                if s.cache == "prefix":
                     kv.length = fs  # keep the prefix; the suffix is recomputed every step
-            elif cache == "prefix":  # the block and everything after it, against the cached prefix
+            elif s.cache == "prefix":  # the block and everything after it, against the cached prefix
                 h = model(inp[:, fs:], position_ids=pos_ids[:, fs:], cache=kv, cache_pos=fs,
                           logits_slice=slice(0, whi - fs), **kw)
             else:  # dual: only the block; the masked suffix's K/V stay as they were at block start
@@ -356,41 +392,29 @@ def _mdlm_loop(model, x, amask, blocks, regions, *, mask_token_id, eos, steps_pe
             # h (R, whi - fs, C) covers columns [fs, whi). The LM head runs only where a token may be
             # committed; with right-shift the logit of column c-1 predicts token c (column 0: itself)
             cols = cand.any(0).nonzero()[:, 0]  # (n,)
-            src = (cols - 1).clamp(min=0) if right_shift_logits else cols
-            logits = model.lm_head(h[:, src - fs])  # (R, n, V)
-            if cfg_scale > 0:
-                cond, un = logits.chunk(2)
-                logits = un + (cfg_scale + 1) * (cond - un)
-            x0, take = _unmask(logits, cols, cand, sched[:, i] if sched is not None else None, gstep, **pick)
+            logits = _cfg_combine(model.lm_head(h[:, logit_rows(cols, s.right_shift_logits) - fs]), s)  # (B, n, V)
+            x0, take = _unmask(logits, cols, cand, sched[:, i] if sched is not None else None, gstep, s, generator)
             x[:, cols] = torch.where(take[:, cols], x0, x[:, cols])  # take lies inside cols
             i, gstep = i + 1, gstep + 1
-            if _after_step(gstep, x.gather(1, regions), history, on_step, stop_at_eos, eos_t, mask):
-                return nfe, history
-    return nfe, history
+            if _after_step(gstep, x.gather(1, regions), history, on_step, s):
+                return nfe
+    return nfe
 
 
-def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=None, bos_token_id=None,
-                  max_new_tokens=128, steps=128, block_size=32, right_shift_logits=False, stop_at_eos=False,
-                  **options):
+def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
     """MDLM sampling. Canvas: prompt, then max_new_tokens masks; shorter rows padded with EOS
-    (excluded by the attention mask). The masks are split into blocks of block_size, each
-    denoised in ceil(steps / num_blocks) steps. options: temperature, remasking,
-    stochastic_transfer, cfg_scale, cfg_keep_tokens, suppress_tokens, begin_suppress_tokens,
-    threshold, factor, cache (none: exact | prefix | dual: approximate, refreshed at every
-    block start), eos_suppress_steps, return_history, generator, on_step (see generate).
-    pad_token_id is unused: MDLM pads with EOS, as the reference."""
-    check_settings(steps, block_size, max_new_tokens=max_new_tokens, **options)
+    (excluded by the attention mask), as the reference. The masks are split into blocks of
+    block_size, each denoised in ceil(steps / num_blocks) steps. cache none is exact; prefix /
+    dual are Fast-dLLM's approximate caches, refreshed at every block start."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
-    eos = _eos_list(eos_token_id)
-    prompts = _with_bos(prompts, bos_token_id, right_shift_logits)
-    N, bs = max_new_tokens, block_size
+    prompts = _with_bos(prompts, s.bos_token_id, s.right_shift_logits)
+    N, bs = s.max_new_tokens, s.block_size
     lens = torch.tensor([len(p) for p in prompts], device=dev)
     T = int(lens.max()) + N
-    x = _right_padded(prompts, T, eos[0], dev)
+    x = _right_padded(prompts, T, s.eos[0], dev)
     col = torch.arange(T, device=dev)
-    gen = (col >= lens[:, None]) & (col < lens[:, None] + N)
-    x[gen] = mask_token_id
+    x[(col >= lens[:, None]) & (col < lens[:, None] + N)] = s.mask_token_id
     amask = (col < lens[:, None] + N).long()
     blocks = []
     for b in range(math.ceil(N / bs)):
@@ -398,47 +422,41 @@ def mdlm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=N
         # candidates: every mask left of this block's end (so a mask inside the prompt, too)
         blocks.append((start, torch.minimum(start + bs, lens + N), torch.zeros_like(lens), start + bs))
     regions = lens[:, None] + torch.arange(N, device=dev)
-    nfe, history = _mdlm_loop(model, x, amask, blocks, regions, mask_token_id=mask_token_id, eos=eos,
-                              steps_per_block=math.ceil(steps / len(blocks)), right_shift_logits=right_shift_logits,
-                              stop_at_eos=stop_at_eos, **options)
-    seqs = x.gather(1, regions).tolist()
-    seqs = [trim(s, eos) if stop_at_eos else s for s in seqs]
+    history = [x.gather(1, regions).cpu()] if return_history else None
+    nfe = _mdlm_loop(model, x, amask, blocks, regions, s, math.ceil(s.steps / len(blocks)), generator, on_step,
+                     history)
+    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x.gather(1, regions).tolist()]
     return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
 
 
-def infill(model, inputs, *, mask_token_id, eos_token_id, bos_token_id=None, block_size=None, steps=128,
-           right_shift_logits=False, **options):
+def infill(model, inputs, settings=None, generator=None, on_step=None, return_history=False, **kw):
     """Fill the mask tokens already inside `inputs`, never changing the known tokens.
 
-    The whole (EOS right-padded) sequence is cut into blocks of block_size (default: one
+    The whole (EOS right-padded) sequence is cut into blocks of block_size (default here: one
     block) filled left to right, MDLM style with bidirectional attention, whatever the
     checkpoint's objective. Returns the completed sequences (same lengths as the inputs).
-    options as mdlm_generate's; generate's other keywords (method, cache, max_new_tokens,
-    pad_token_id, stop_at_eos, ...) are accepted and ignored."""
-    for k in ("method", "cache", "max_new_tokens", "pad_token_id", "stop_at_eos", "exclude_pad_tokens"):
-        options.pop(k, None)
-    check_settings(steps, block_size, **options)
+    kw: Settings fields; method, cache, max_new_tokens and stop_at_eos do not apply."""
+    s = replace(settings or Settings(block_size=0), **{**kw, "method": "mdlm", "cache": "none", "stop_at_eos": False})
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
-    eos = _eos_list(eos_token_id)
-    inputs = _with_bos(inputs, bos_token_id, right_shift_logits)
+    inputs = _with_bos(inputs, s.bos_token_id, s.right_shift_logits)
     B = len(inputs)
     lens = torch.tensor([len(p) for p in inputs], device=dev)
     T = int(lens.max())
-    bs = block_size or T
-    x = _right_padded(inputs, T, eos[0], dev)
+    s = replace(s, block_size=s.block_size or T).check()
+    x = _right_padded(inputs, T, s.eos[0], dev)
     amask = (torch.arange(T, device=dev) < lens[:, None]).long()
     blocks = []
-    for b in range(math.ceil(T / bs)):
-        start = torch.full_like(lens, b * bs)
-        end = torch.maximum(torch.minimum(start + bs, lens), start)
+    for b in range(math.ceil(T / s.block_size)):
+        start = torch.full_like(lens, b * s.block_size)
+        end = torch.maximum(torch.minimum(start + s.block_size, lens), start)
         blocks.append((start, end, start, end))
     regions = torch.arange(T, device=dev).expand(B, T)
-    nfe, history = _mdlm_loop(model, x, amask, blocks, regions, mask_token_id=mask_token_id, eos=eos,
-                              steps_per_block=math.ceil(steps / len(blocks)), right_shift_logits=right_shift_logits,
-                              **options)
-    seqs = [row[:n] for row, n in zip(x.tolist(), lens.tolist())]
-    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+    history = [x.cpu()] if return_history else None
+    nfe = _mdlm_loop(model, x, amask, blocks, regions, s, math.ceil(s.steps / len(blocks)), generator, on_step,
+                     history)
+    return GenerateOutput([row[:n] for row, n in zip(x.tolist(), lens.tolist())], nfe, _synced_time(dev) - t0,
+                          history)
 
 
 # -----------------------------------------------------------------------------
@@ -446,16 +464,12 @@ def infill(model, inputs, *, mask_token_id, eos_token_id, bos_token_id=None, blo
 
 
 @torch.no_grad()
-def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=None, bos_token_id=None,
-                   max_new_tokens=128, steps=128, block_size=32, temperature=0.0, remasking="low_confidence",
-                   stochastic_transfer=False, cfg_scale=0.0, cfg_keep_tokens=None, suppress_tokens=None,
-                   begin_suppress_tokens=None, right_shift_logits=False, threshold=None, factor=None,
-                   cache="exact", stop_at_eos=False, eos_suppress_steps=0, return_history=False,
-                   generator=None, on_step=None, exclude_pad_tokens=False):
+def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
     """BD3LM sampling. Prompts are left-padded with pad_token_id to a multiple of block_size;
     padding is no key and takes no position (position ids count real tokens only). Block
     boundaries are physical canvas positions, and the prompt attends block-causally across
-    them too. Stops once every row has an EOS in a finished block.
+    them too. Stops once every row has an EOS in a finished block, as the reference does, even
+    with stop_at_eos=False: later blocks would only follow an ended answer.
 
     exclude_pad_tokens=False (default): only the left padding is padding. True is the
     reference's rule: every token equal to pad_token_id is padding, wherever it is; where
@@ -463,19 +477,16 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
     attention, which the model saw in training. Both agree when the prompt holds no pad
     token (Qwen3 pads with <|endoftext|>, which its chat prompts never contain).
 
-    cache="exact": the prompt's K/V once, each step runs only the current block against the
-    cache; a finished block's K/V are written by the next block's first step (no extra pass),
-    so NFE = steps. cache="recompute": the reference's method, the whole prefix re-run at
-    every block and a fresh copy of its cache every step."""
-    check_settings(steps, block_size, remasking, threshold, factor, temperature, max_new_tokens, "bd3lm", cache)
-    cache = "exact" if cache == "none" else cache
+    cache="none": the exact cache. The prompt's K/V once, then each step runs only the current
+    block against the cache; a finished block's K/V are written by the next block's first step
+    (no extra pass), so NFE = steps. cache="recompute": the reference's method, the whole prefix
+    re-run at every block and a fresh copy of its cache every step (the baseline of the benches)."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
-    eos = _eos_list(eos_token_id)
-    eos_t = torch.tensor(eos, device=dev)
-    pad = eos[0] if pad_token_id is None else pad_token_id
-    mask, bs, N = mask_token_id, block_size, max_new_tokens
-    prompts = _with_bos(prompts, bos_token_id, right_shift_logits)
+    eos_t = torch.tensor(s.eos, device=dev)
+    pad = s.eos[0] if s.pad_token_id is None else s.pad_token_id
+    mask, bs, N, recompute = s.mask_token_id, s.block_size, s.max_new_tokens, s.cache == "recompute"
+    prompts = _with_bos(prompts, s.bos_token_id, s.right_shift_logits)
     B = len(prompts)
     P = math.ceil(max(len(p) for p in prompts) / bs) * bs
     x = torch.full((B, P + N), mask, dtype=torch.long, device=dev)
@@ -485,27 +496,12 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
             x[j, P - len(p):P] = torch.tensor(p, dtype=torch.long)
     valid = torch.zeros((B, P + N), dtype=torch.bool, device=dev)  # may be a key / counts as a position
     valid[:, :P] = x[:, :P] != pad
-    if not exclude_pad_tokens:
+    if not s.exclude_pad_tokens:
         valid[:, :P] = torch.arange(P, device=dev) >= P - torch.tensor([len(p) for p in prompts], device=dev)[:, None]
     blk = torch.arange(P + N, device=dev) // bs
-    given = valid & (x != mask)  # CFG: what the unconditional rows see masked (prompt tokens only)
-    given[:, P:] = False
-    if cfg_keep_tokens:
-        given &= ~torch.isin(x, torch.tensor(cfg_keep_tokens, device=dev))
-    cfg = cfg_scale > 0
-    R = 2 * B if cfg else B  # rows through the network: conditional, then unconditional
-
-    def rows(t):  # (B, ...) -> (R, ...)
-        return t.repeat(2, *[1] * (t.dim() - 1)) if cfg else t
-
-    def inputs(a, b):  # canvas [a, b) for all R rows
-        return torch.cat([x[:, a:b], torch.where(given[:, a:b], mask, x[:, a:b])]) if cfg else x[:, a:b]
-
-    def combine(logits):
-        if not cfg:
-            return logits
-        cond, un = logits.chunk(2)
-        return un + (cfg_scale + 1) * (cond - un)
+    given = _cfg_given(x, valid & (x != mask), s)
+    R = 2 * B if s.cfg_scale > 0 else B  # rows through the network
+    rows = (lambda t: t.repeat(2, *[1] * (t.dim() - 1))) if R > B else (lambda t: t)  # (B, ...) -> (R, ...)
 
     def final_view(a, Lc):
         # queries [a, Lc) as final tokens, keys [0, Lc): block-causal, padding neither key nor query,
@@ -515,38 +511,27 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
         return am, ((v.cumsum(1) - 1).clamp(min=0) * v)[:, a:Lc]
 
     num_blocks = math.ceil(N / bs)
-    spb = math.ceil(steps / num_blocks)
+    spb = math.ceil(s.steps / num_blocks)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     history = [x[:, P:].to("cpu", copy=True)] if return_history else None
     nfe, gstep, end, stop = 0, 0, P, False
-    pick = dict(mask=mask, eos=eos, suppress_tokens=suppress_tokens, eos_suppress_steps=eos_suppress_steps,
-                temperature=temperature, remasking=remasking, begin_suppress_tokens=begin_suppress_tokens,
-                threshold=threshold, factor=factor, generator=generator)
-    # exact cache: [0, committed) holds final K/V. What lies between committed and the current
+    # [0, committed) of the cache holds final K/V. What lies between committed and the current
     # block (the prompt, then each finished block) rides along with the block's first step: one
     # forward writes its K/V and denoises, and `last` (right-shift) comes out of the same pass.
-    kv = model.new_cache(R, P + N) if cache == "exact" else None
+    kv = model.new_cache(R, P + N) if not recompute else None
     committed, last = 0, None
     for b in range(num_blocks):
         if done.all() or stop:
             break
         Lc, L = P + b * bs, min(bs, N - b * bs)
-        if cache == "recompute" and Lc > 0:  # the reference: the whole prefix, every block
-            kv = model.new_cache(R, Lc + L)
-            am, pos = final_view(0, Lc)
-            # as the reference's HF forward does, the LM head runs on every prefix row
-            last = model(inputs(0, Lc), attention_mask=rows(am), position_ids=rows(pos), causal=False, cache=kv,
-                         cache_pos=0, append=True)[:, -1:]
-            nfe += 1
-        elif cache == "recompute":
-            kv = model.new_cache(R, L)
+        if recompute:  # the reference: the whole prefix into a fresh cache, every block
+            kv, last = _recompute_prefix(model, _cfg_rows(x[:, :Lc], given[:, :Lc], s), final_view, R, Lc, L, rows)
+            nfe += Lc > 0
         # the block's queries: all masks at block start, so all valid; positions follow the prefix
         pos_b = valid[:, :Lc].sum(1, keepdim=True) + torch.arange(L, device=dev)
         am_b = torch.cat([valid[:, None, None, :Lc].expand(B, 1, L, Lc),
                           torch.ones((B, 1, L, L), dtype=torch.bool, device=dev)], -1)  # (B, 1, L, Lc+L)
-        sched = None
-        if threshold is None and factor is None:
-            sched = transfer_schedule(torch.full((B,), L), spb, stochastic_transfer, generator)
+        sched = None if s.parallel else transfer_schedule(torch.full((B,), L), spb, s.stochastic_transfer, generator)
         i = 0
         while True:
             x_blk = x[:, Lc:Lc + L]
@@ -554,72 +539,68 @@ def bd3lm_generate(model, prompts, *, mask_token_id, eos_token_id, pad_token_id=
             if not masked.any() or (sched is not None and i >= sched.shape[1]):
                 break
             a, am, pos, step_kv = Lc, am_b, pos_b, kv
-            if cache == "exact" and committed < Lc:  # ride-along: [committed, Lc) as final tokens
+            if not recompute and committed < Lc:  # ride-along: [committed, Lc) as final tokens
                 a = committed
                 am_f, pos_f = final_view(a, Lc)
                 am_f = torch.cat([am_f, am_f.new_zeros((B, 1, Lc - a, L))], -1)  # finished rows never see the block
                 am, pos = torch.cat([am_f, am_b], 2), torch.cat([pos_f, pos_b], 1)
-            if cache == "recompute":  # the reference deep-copies its prefix cache every step
+            if recompute:  # the reference deep-copies its prefix cache every step
                 step_kv = model.new_cache(R, Lc + L)
                 step_kv.k.copy_(kv.k)
                 step_kv.v.copy_(kv.v)
                 step_kv.length = kv.length
-            h = model(inputs(a, Lc + L), attention_mask=rows(am), position_ids=rows(pos), causal=False,
-                      cache=step_kv, cache_pos=a, return_hidden=True)  # (R, Lc+L-a, C)
+            h = model(_cfg_rows(x[:, a:Lc + L], given[:, a:Lc + L], s), attention_mask=rows(am),
+                      position_ids=rows(pos), causal=False, cache=step_kv, cache_pos=a, return_hidden=True)
             nfe += 1
             if a < Lc:
                 kv.length = committed = Lc  # commit the ride-along rows only
-                last = model.lm_head(h[:, Lc - a - 1:Lc - a]) if right_shift_logits else None
-                h = h[:, Lc - a:]
+                last = model.lm_head(h[:, Lc - a - 1:Lc - a]) if s.right_shift_logits else None
+                h = h[:, Lc - a:]  # (R, L, C)
             # the LM head only where a mask is left; with right-shift the logit of position c-1
             # predicts token c, and the block's first token comes from the prefix's last logit
-            cols = masked.any(0).nonzero()[:, 0]  # (n,)
-            if cache == "recompute":  # the reference takes the logits of the whole block
-                cols = torch.arange(L, device=dev)
-            logits = model.lm_head(h[:, (cols - 1).clamp(min=0) if right_shift_logits else cols])  # (R, n, V)
-            if right_shift_logits and cols[0] == 0:
+            cols = masked.any(0).nonzero()[:, 0] if not recompute else torch.arange(L, device=dev)  # (n,)
+            logits = model.lm_head(h[:, logit_rows(cols, s.right_shift_logits)])  # (R, n, V)
+            if s.right_shift_logits and cols[0] == 0:
                 logits[:, :1] = last
-            x0, take = _unmask(combine(logits), cols, masked, sched[:, i] if sched is not None else None, gstep,
-                               **pick)
+            x0, take = _unmask(_cfg_combine(logits, s), cols, masked, sched[:, i] if sched is not None else None,
+                               gstep, s, generator)
             x_blk[:, cols] = torch.where(take[:, cols], x0, x_blk[:, cols])  # x_blk is a view of x
             i, gstep = i + 1, gstep + 1
-            if _after_step(gstep, x[:, P:], history, on_step, stop_at_eos, eos_t, mask):
+            if _after_step(gstep, x[:, P:], history, on_step, s):
                 stop = True
                 break
         end = Lc + L
-        valid[:, Lc:end] = (x[:, Lc:end] != pad) if exclude_pad_tokens else True
+        valid[:, Lc:end] = (x[:, Lc:end] != pad) if s.exclude_pad_tokens else True
         done |= torch.isin(x[:, Lc:end], eos_t).any(1)
-    seqs = x[:, P:end].tolist()
-    seqs = [trim(s, eos) if stop_at_eos else s for s in seqs]
+    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x[:, P:end].tolist()]
     return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
 
 
-def generate(model, prompts, *, method="bd3lm", cache="none", **kwargs):
+def _recompute_prefix(model, inp, final_view, R, Lc, L, rows):
+    """The reference's per-block prefix pass (cache="recompute"): the whole prefix [0, Lc) into a
+    fresh cache, with the LM head on every row as its HF forward does -> (cache, last logit)."""
+    kv = model.new_cache(R, Lc + L)
+    if Lc == 0:
+        return kv, None
+    am, pos = final_view(0, Lc)
+    out = model(inp, attention_mask=rows(am), position_ids=rows(pos), causal=False, cache=kv, cache_pos=0, append=True)
+    return kv, out[:, -1:]
+
+
+def generate(model, prompts, settings=None, *, generator=None, on_step=None, return_history=False, **kw):
     """Sample completions for a batch of prompts (token id lists, any lengths) -> GenerateOutput.
 
-    method: mdlm | bd3lm. mask_token_id; eos_token_id: an int or a list (any of them ends an
-    answer); pad_token_id: BD3LM's left padding (default: the first EOS); bos_token_id: stands
-    in for an empty prompt under right_shift_logits. max_new_tokens; steps: the total, split
-    evenly over the blocks; block_size. temperature (Gumbel-max in float64); remasking:
-    low_confidence | random; stochastic_transfer: binomial unmask counts; cfg_scale,
-    cfg_keep_tokens; suppress_tokens; begin_suppress_tokens (only lowers the confidence, as in
-    the reference); right_shift_logits. threshold / factor: parallel decoding (see select).
-    cache: mdlm none (exact) | prefix | dual (approximate); bd3lm none = the exact KV cache |
-    recompute (the reference's slow path). stop_at_eos: trim at the first EOS and stop once
-    every row's answer is settled. BD3LM stops after the block in which every row has an EOS
-    even with stop_at_eos=False, as the reference does: later blocks would only follow an
-    ended answer (for every token, make eos_token_id the mask id, which is never proposed).
-    eos_suppress_steps: no EOS in the first n steps.
-    return_history; on_step(step, region (B, W)) after every step; generator: a
-    torch.Generator on the model's device. bd3lm also takes exclude_pad_tokens."""
+    settings: a Settings (default: its defaults); kw: any of its fields, which win (so
+    generate(model, prompts, **defaults_from_load, steps=64) works). generator: a torch.Generator
+    on the model's device; on_step(step, region (B, W)) after every step; return_history: the
+    answer region after every step."""
     if not prompts:
         raise ValueError("prompts is empty")
-    if method == "mdlm":
-        kwargs.pop("exclude_pad_tokens", None)  # MDLM pads by attention mask, never by token
-        return mdlm_generate(model, prompts, cache=cache, **kwargs)
-    if method == "bd3lm":
-        return bd3lm_generate(model, prompts, cache=cache, **kwargs)
-    raise ValueError(f"unknown method {method!r}; choose mdlm or bd3lm")
+    s = replace(settings or Settings(), **kw).check()
+    if s.mask_token_id is None or not s.eos:
+        raise ValueError("mask_token_id and eos_token_id are required (sample.load reads them from the checkpoint)")
+    sampler = mdlm_generate if s.method == "mdlm" else bd3lm_generate
+    return sampler(model, prompts, s, generator, on_step, return_history)
 
 
 # -----------------------------------------------------------------------------
@@ -658,17 +639,6 @@ def read_prompts(prompt, prompt_file):
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
-def override(d, method="", block_size=0, mask_token_id=-1, right_shift_logits=""):
-    """The checkpoint's defaults (load's d) with the CLI flags that were given (empty = keep)."""
-    from configurator import parse_value
-    d = dict(d, method=method or d["method"], block_size=block_size or d["block_size"])
-    if mask_token_id >= 0:
-        d["mask_token_id"] = mask_token_id
-    if right_shift_logits != "":
-        d["right_shift_logits"] = parse_value("right_shift_logits", right_shift_logits, False)
-    return d
-
-
 def chat_ids(tok, messages):
     # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but
     # a dict in 5; the template already holds every special token. Thinking off, as in training,
@@ -686,52 +656,52 @@ def encode(tok, item, chat_template):
     return tok(item, add_special_tokens=False).input_ids
 
 
-def main():
+def main(given):
+    """given: the options set on the command line (configure's answer): those settings win over the
+    checkpoint's defaults (method, block size, token ids, right shift), which win over Settings'."""
     from tqdm import tqdm
     if not model_name_or_path:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
-    if method not in ("", "mdlm", "bd3lm"):
-        raise SystemExit(f"error: --method={method!r}: choose mdlm or bd3lm (default: the checkpoint's objective)")
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
-    items = read_prompts(prompt, prompt_file)  # before the model: a bad prompt file fails at once
+    cli = Settings(**{k: globals()[k] for k in SETTINGS})
+    try:
+        cli.check()  # before the model loads: a bad value fails at once
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    items = read_prompts(prompt, prompt_file)
     if not items:
         raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
     try:
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    d = override(d, method, block_size, mask_token_id, right_shift_logits)
+    s = replace(cli, **{k: v for k, v in d.items() if k not in given})
     limit = max_length or model.config.max_position_embeddings
-    budget = limit - max_new_tokens
+    budget = limit - s.max_new_tokens
     if budget < 1:
-        raise SystemExit(f"error: --max_new_tokens={max_new_tokens} leaves no room for a prompt in the context "
+        raise SystemExit(f"error: --max_new_tokens={s.max_new_tokens} leaves no room for a prompt in the context "
                          f"of {limit} tokens; lower it")
     ids = []
     for i, item in enumerate(items):
         p = encode(tok, item, chat_template)
         if len(p) > budget:
             print(f"warning: prompt {i} has {len(p)} tokens, more than the {budget} that fit before "
-                  f"{max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
+                  f"{s.max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
             p = p[-budget:]
         ids.append(p)
     torch.manual_seed(seed)
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
-    kw = dict(d, max_new_tokens=max_new_tokens, steps=steps, temperature=temperature, remasking=remasking,
-              stochastic_transfer=stochastic_transfer, cfg_scale=cfg_scale, cfg_keep_tokens=cfg_keep_tokens,
-              suppress_tokens=suppress_tokens, begin_suppress_tokens=begin_suppress_tokens, threshold=threshold,
-              factor=factor, cache=cache, stop_at_eos=stop_at_eos, eos_suppress_steps=eos_suppress_steps,
-              generator=gen)
     batches = [list(range(i, min(i + batch_size, len(ids)))) for i in range(0, len(ids), batch_size)]
-    num_blocks = math.ceil(max_new_tokens / kw["block_size"])
-    parallel = threshold is not None or factor is not None  # then a block takes at most block_size steps
-    per_batch = num_blocks * (kw["block_size"] if parallel else math.ceil(steps / num_blocks))
+    num_blocks = math.ceil(s.max_new_tokens / s.block_size)
+    # a block takes at most block_size steps when threshold / factor decide
+    per_batch = num_blocks * (s.block_size if s.parallel else math.ceil(s.steps / num_blocks))
     bar = tqdm(total=len(batches) * per_batch, unit="step", file=sys.stderr, disable=None, leave=False)
     out_f = open(output, "w") if output else None
     n_tok, n_fe, secs = 0, 0, 0.0
     for bi, batch in enumerate(batches):
         try:
-            res = generate(model, [ids[i] for i in batch], on_step=lambda s, r: bar.update(1), **kw)
+            res = generate(model, [ids[i] for i in batch], s, generator=gen, on_step=lambda *_: bar.update(1))
         except ValueError as e:
             raise SystemExit(f"error: {e}")
         bar.n = (bi + 1) * per_batch
@@ -749,7 +719,7 @@ def main():
     if out_f:
         out_f.close()
     print(f"{len(ids)} prompt(s), {n_tok} tokens, {n_fe} forward passes, {secs:.1f}s "
-          f"({n_tok / max(secs, 1e-9):.1f} tokens/s, {d['method']}, {str(model.lm_head.weight.dtype)[6:]})"
+          f"({n_tok / max(secs, 1e-9):.1f} tokens/s, {s.method}, {str(model.lm_head.weight.dtype)[6:]})"
           + (f" -> {output}" if output else ""),
           file=sys.stderr)
 
@@ -767,25 +737,8 @@ if __name__ == "__main__":
     dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
     device = ""  # default cuda if available
     max_length = 0  # context limit for prompt + answer; 0: the model's max_position_embeddings
-    # sampler; method / block_size / mask / right-shift default to the checkpoint's config.json
-    method = ""  # mdlm | bd3lm
-    block_size = 0
-    mask_token_id = -1
-    right_shift_logits = ""  # true | false
-    max_new_tokens = 128
-    steps = 128
-    temperature = 0.0
-    remasking = "low_confidence"  # low_confidence | random
-    stochastic_transfer = False
-    cfg_scale = 0.0
-    cfg_keep_tokens = None
-    suppress_tokens = None
-    begin_suppress_tokens = None
-    threshold = None  # Fast-dLLM parallel decoding: commit every token with confidence >= threshold
-    factor = None  # ... or the top n with (n+1)(1 - conf_n) <= factor
-    cache = "none"  # mdlm: none (exact) | prefix | dual; bd3lm: none (= exact KV cache) | recompute
-    stop_at_eos = True  # trim at the first EOS; bd3lm stops after the EOS block either way (see generate)
-    eos_suppress_steps = 0
+    # every Settings field is an option too (--steps=64, --threshold=0.9, ...); method, block_size,
+    # the token ids and right_shift_logits default to the checkpoint's config.json
+    globals().update(SETTINGS, stop_at_eos=True)
     # -------------------------------------------------------------------------
-    configure(globals())
-    main()
+    main(configure(globals()))

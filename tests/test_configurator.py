@@ -111,6 +111,9 @@ def test_parse_value_directly():
     assert parse_value("k", "7", 1.5) == 7.0
     assert parse_value("k", "none", None) == "none" and parse_value("k", "None", None) is None
     assert parse_value("k", "{'a': 1}", {}) == {"a": 1}
+    # a bad value is a ValueError for callers (chat's /set, eval's model_args); configure exits with it
+    with pytest.raises(ValueError, match=r"--k='x': expected an int \(default is 1\)"):
+        parse_value("k", "x", 1)
 
 
 def test_help_prints_doc_and_every_default(tmp_path):

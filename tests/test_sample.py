@@ -374,10 +374,12 @@ def test_bad_arguments_say_what_to_do(m):
         sample.generate(m, [[1]], remasking="lowest", **KW)
     # the same checks without a model, for callers that take settings one at a time (chat.py's /set)
     with pytest.raises(ValueError, match="unknown cache 'dual' for bd3lm; choose none, exact or recompute"):
-        sample.check_settings(8, 4, method="bd3lm", cache="dual")
+        sample.Settings(method="bd3lm", cache="dual").check()
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
-        sample.check_settings(8, 4, max_new_tokens=0)
-    sample.check_settings(8, 4, method="mdlm", cache="dual", threshold=0.9)
+        sample.Settings(max_new_tokens=0).check()
+    sample.Settings(method="mdlm", cache="dual", threshold=0.9).check()
+    with pytest.raises(TypeError, match="stepz"):  # a mistyped setting is no silent default
+        sample.generate(m, [[1]], stepz=4, **KW)
     no_bos = {k: v for k, v in KW.items() if k != "bos_token_id"}
     for method in ("mdlm", "bd3lm"):
         with pytest.raises(ValueError, match="empty prompt needs bos_token_id"):
