@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from model import FAMILIES, Config, Model, resolve_model_dir, umask_mode
+from model import FAMILIES, Config, Model, resolve_model_dir, special_ids, umask_mode
 
 # -----------------------------------------------------------------------------
 model_name_or_path = "smollm2"
@@ -145,9 +145,10 @@ def main():
     config.extra.pop("auto_map", None)
     if tok.chat_template and "enable_thinking" in tok.chat_template and THINKING_OFF not in tok.chat_template:
         tok.chat_template = THINKING_OFF + tok.chat_template
-    config.eos_token_id = tok.eos_token_id if config.eos_token_id is None else config.eos_token_id
-    config.bos_token_id = tok.bos_token_id if config.bos_token_id is None else config.bos_token_id
-    config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else config.pad_token_id
+    # every stage reads its special ids from config.json: write them all, the full EOS list too
+    ids = special_ids(config, tok)
+    config.eos_token_id = ids["eos"] if len(ids["eos"]) > 1 else ids["eos"][0] if ids["eos"] else None
+    config.pad_token_id, config.bos_token_id = ids["pad"], ids["bos"]
 
     with torch.device("meta"):
         model = Model(config)

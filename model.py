@@ -494,6 +494,22 @@ def resolve_model_dir(path):
                                 f"({type(e).__name__}); check the path (or, for a hub id, the connection)") from None
 
 
+def special_ids(config, tok):
+    """The special token ids every stage uses, resolved here once: {"eos": every id that ends an
+    answer (the tokenizer's EOS first), "pad", "bos", "mask"}. convert.py writes them into
+    config.json; for a checkpoint made elsewhere the tokenizer's fill in, and a chat template's turn
+    end (<|im_end|>, <|eot_id|>), which may differ from its eos_token, ends an answer too."""
+    listed = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    eos = [tok.eos_token_id, *listed]
+    for t in ("<|im_end|>", "<|eot_id|>"):
+        if t in (tok.chat_template or "") and t in tok.get_vocab():
+            eos.append(tok.convert_tokens_to_ids(t))
+    eos = list(dict.fromkeys(e for e in eos if e is not None))
+    pick = lambda *xs: next((x for x in xs if x is not None), None)
+    return {"eos": eos, "pad": pick(tok.pad_token_id, config.pad_token_id, *eos[:1]),
+            "bos": pick(tok.bos_token_id, config.bos_token_id), "mask": pick(config.mask_token_id, tok.mask_token_id)}
+
+
 def umask_mode(path):
     """Give path the mode a plain open() / mkdir would under the user's umask."""
     umask = os.umask(0)

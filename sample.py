@@ -32,7 +32,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir
+from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir, special_ids
 
 # -----------------------------------------------------------------------------
 # sampler settings: each one named, typed, defaulted and explained here, once. generate() takes
@@ -127,26 +127,20 @@ def load(model_name_or_path, dtype=None, device=None):
         print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one; sampling it as a "
               f"diffusion LM gives noise. Convert it first: python convert.py --model_name_or_path={path}",
               file=sys.stderr)
-    mask = c.mask_token_id if c.mask_token_id is not None else tok.mask_token_id
-    if mask is None:
+    ids = special_ids(c, tok)
+    if ids["mask"] is None:
         raise ValueError(f"{path} has no mask token (config.json mask_token_id or tokenizer mask_token); "
                          f"make the checkpoint with convert.py")
-    # the chat EOS (<|im_end|>, <|eot_id|>) may differ from the tokenizer's eos_token: stop at all of them
-    eos = [tok.eos_token_id] + (c.eos_token_id if isinstance(c.eos_token_id, list) else [c.eos_token_id])
-    for t in ("<|im_end|>", "<|eot_id|>"):
-        if t in (tok.chat_template or "") and t in tok.get_vocab():
-            eos.append(tok.convert_tokens_to_ids(t))
-    eos = list(dict.fromkeys(e for e in eos if e is not None))
-    if not eos:
+    if not ids["eos"]:
         raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
     defaults = dict(
         method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
         block_size=c.block_size or 32,
-        mask_token_id=mask,
+        mask_token_id=ids["mask"],
         right_shift_logits=bool(c.right_shift_logits),
-        eos_token_id=eos,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos[0],
-        bos_token_id=tok.bos_token_id,
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
     )
     return model, tok, defaults
 

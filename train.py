@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import Model, ar_loss, bd3lm_loss, collate, default_dtype, forward_mask, mdlm_loss, sample_t
+from model import (Model, ar_loss, bd3lm_loss, collate, default_dtype, forward_mask, mdlm_loss, sample_t,
+                   special_ids)
 
 # -----------------------------------------------------------------------------
 # options (python config files and --key=value override these; --help lists them)
@@ -798,10 +799,8 @@ def load(transformers):
         raw.init_weights(seed)
         print0(f"init_from_scratch=True: random weights of the same shape (seed {seed})")
     cfg = raw.config
-    first = lambda *xs: next((x[0] if isinstance(x, list) else x for x in xs if x is not None), None)
-    ids = {"mask": first(tok.mask_token_id, cfg.mask_token_id), "eos": first(tok.eos_token_id, cfg.eos_token_id),
-           "bos": first(tok.bos_token_id, cfg.bos_token_id)}
-    ids["pad"] = first(tok.pad_token_id, ids["eos"])
+    ids = special_ids(cfg, tok)
+    ids["eos"] = ids["eos"][0] if ids["eos"] else None  # what pads and separates documents
     if objective != "ar" and (ids["mask"] is None or ids["mask"] >= cfg.vocab_size):
         raise SystemExit(f"error: {objective} needs a mask token inside the vocabulary (got {ids['mask']}, vocab "
                          f"{cfg.vocab_size}); convert the model with convert.py, which adds <|mask|>")

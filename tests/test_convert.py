@@ -30,11 +30,11 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}<|im
             "{% if enable_thinking is defined and enable_thinking is false %}<think> </think> {% endif %}{% endif %}")
 
 
-def make_source(d, vocab_size, tied=False, template=TEMPLATE):
+def make_source(d, vocab_size, tied=False, template=TEMPLATE, eos_token="<|im_end|>"):
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<|im_start|>",
-                                               eos_token="<|im_end|>", pad_token="<|im_end|>")
+                                               eos_token=eos_token, pad_token="<|im_end|>")
     tok.chat_template = template
     tok.save_pretrained(d)
     cfg = transformers.Qwen3Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -107,6 +107,19 @@ def test_thinking_off_by_default(tmp_path, monkeypatch):
     assert render(tok) == "<|im_start|>user w1 w2<|im_end|> <|im_start|>assistant <think> </think> "
     assert render(tok, enable_thinking=True) == render(src)  # still switchable
     assert render(tok, enable_thinking=False) == render(tok)
+
+
+def test_special_ids_are_written_once_and_read_back(tmp_path, monkeypatch):
+    # a base-model tokenizer whose eos_token (w0) is not the chat turn's end (<|im_end|>): config.json
+    # gets both, the tokenizer's first, and every reader takes them from there
+    make_source(tmp_path / "src", vocab_size=48, eos_token="w0")
+    run(monkeypatch, tmp_path / "src", tmp_path / "out")
+    with open(tmp_path / "out" / "config.json") as f:
+        cfg = json.load(f)
+    assert (cfg["eos_token_id"], cfg["pad_token_id"], cfg["bos_token_id"], cfg["mask_token_id"]) == ([8, 2], 2, 1, 40)
+    import sample
+    _, _, d = sample.load(str(tmp_path / "out"), dtype="float32", device="cpu")
+    assert (d["eos_token_id"], d["pad_token_id"], d["bos_token_id"], d["mask_token_id"]) == ([8, 2], 2, 1, 40)
 
 
 def test_template_without_thinking_is_kept_verbatim(tmp_path, monkeypatch):
