@@ -97,12 +97,12 @@ def main():
             getattr(torch, dtype)) == torch.bfloat16
     steps, batch = max_steps or (240 if bf16 else 100), batch_size or (8 if bf16 else 4)
     t0 = time.time()
-    if not os.path.isdir(final):  # --resume=True: a run stopped by Ctrl-C goes on from its checkpoint
+    if not os.path.isdir(final):  # a run stopped by Ctrl-C goes on from its checkpoint
         run(["train.py", f"--model_name_or_path={model_dir}", "--task=sft", "--objective=bd3lm",
              f"--dataset_args=synthetic:{task}[test:{n_test}]", f"--block_size={block_size}", "--max_length=64",
              f"--max_steps={steps}", f"--per_device_train_batch_size={batch}", f"--learning_rate={learning_rate}",
              f"--warmup_steps={steps // 12}", f"--dtype={dtype}", "--eval_steps=0", "--save_steps=0",
-             "--log_steps=10", f"--output_dir={sft}", "--resume=True"])
+             "--log_steps=10", f"--output_dir={sft}", *(["--resume=True"] if os.path.isdir(sft) else [])])
     train_s = time.time() - t0
 
     with open(os.path.join(sft, "heldout.jsonl")) as f:
@@ -113,7 +113,8 @@ def main():
     results = []
 
     # (a) the AR parent: the same weights with causal attention, plain greedy decoding
-    parent, tok, d = load(model_dir)
+    one = torch.bfloat16 if bf16 else torch.float32  # one dtype for training and scoring
+    parent, tok, d = load(model_dir, dtype=one)
     prompts = [chat_ids(tok, r["messages"]) for r in rows]
     parent.causal = True
     t = time.time()
@@ -126,13 +127,14 @@ def main():
     kw = dict(method="bd3lm", block_size=block_size, steps=max_new_tokens, max_new_tokens=max_new_tokens,
               stop_at_eos=True)
     for name, path in (("A2D before SFT", model_dir), ("A2D after SFT", final)):
-        model, tok, d = load(path)
+        model, tok, d = load(path, dtype=one)
         d.update(kw)
         with tqdm(total=max_new_tokens, desc=name, unit="step", leave=False) as bar:
             o = generate(model, prompts, on_step=lambda *_: bar.update(), **d)
         results.append(score(name, f"bd3lm block {block_size}", rows, o.sequences, tok, o.nfe, o.seconds))
 
-    print(f"\nheld-out synthetic:{task} ({len(rows)} problems), SFT {steps} steps x {batch} in {train_s / 60:.1f} min")
+    print(f"\nheld-out synthetic:{task} ({len(rows)} problems), SFT {steps} steps x {batch} in {train_s / 60:.1f} min, "
+          f"{str(one)[6:]}")
     print("| model | decoding | exact match | NFE | tokens/s |")
     print("|---|---|---|---|---|")
     for name, dec, acc, nfe, tps in results:

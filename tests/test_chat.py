@@ -119,12 +119,17 @@ def flat(s):
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", s).replace("\r", "").replace("\n", "")
 
 
-def test_chat_in_a_terminal(tiny_dir, tiny):
+def chat_in_a_pty(tiny_dir):  # chat.py on a 200-column pseudo-terminal -> (its master fd, the process)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     p = subprocess.Popen([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", *FLAGS], cwd=ROOT,
                          stdin=slave, stdout=slave, stderr=slave, env=ENV, start_new_session=True)
     os.close(slave)
+    return master, p
+
+
+def test_chat_in_a_terminal(tiny_dir, tiny):
+    master, p = chat_in_a_pty(tiny_dir)
     try:
         read_until(master, b"commands.")
         answers = expected_answers(tiny, ["hello", ("steps", 4), "how are you", "/reset", "again"])
@@ -153,11 +158,7 @@ def test_chat_in_a_terminal(tiny_dir, tiny):
 
 
 def test_ctrl_c_stops_an_answer_and_keeps_the_conversation(tiny_dir, tiny):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    p = subprocess.Popen([sys.executable, "chat.py", f"--model_name_or_path={tiny_dir}", *FLAGS], cwd=ROOT,
-                         stdin=slave, stdout=slave, stderr=slave, env=ENV, start_new_session=True)
-    os.close(slave)
+    master, p = chat_in_a_pty(tiny_dir)
     try:
         read_until(master, b"commands.")
         for cmd in (b"max_new_tokens=4096", b"steps=4096"):  # an answer long enough to interrupt

@@ -139,13 +139,17 @@ def test_bd3lm_mask_L4_block2():
     assert torch.equal(bd3lm_attention_mask(4, 2), expected)
 
 
-def test_bd3lm_with_one_block_equals_mdlm():
-    # block_size = L: the x_t half sees only itself (one block, no earlier clean blocks), so it is
-    # MDLM's bidirectional forward on x_t, and the loss must match for the same mask and t
+def tiny_model():  # 2 layers, vocab 64, mask id 63, random weights
     cfg = Config(model_type="a2d-qwen3", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
                  torch_dtype="float32", mask_token_id=63)
-    model = Model(cfg).init_weights(seed=3)
+    return Model(cfg).init_weights(seed=3)
+
+
+def test_bd3lm_with_one_block_equals_mdlm():
+    # block_size = L: the x_t half sees only itself (one block, no earlier clean blocks), so it is
+    # MDLM's bidirectional forward on x_t, and the loss must match for the same mask and t
+    model = tiny_model()
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 63, (3, 16), generator=g)
     labels = x0.clone()
@@ -232,10 +236,7 @@ def test_collate_mdlm_sft_without_pad_loss_and_pretraining_tail():
 def test_bd3lm_padded_tail_never_sees_padding():
     # a padded tail chunk's last block is part real, part padding: under the key-padding mask its
     # loss must be that of the same tokens alone, unpadded (same noise), whatever the pad token is
-    cfg = Config(model_type="a2d-qwen3", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
-                 torch_dtype="float32", mask_token_id=63)
-    model = Model(cfg).init_weights(seed=3)
+    model = tiny_model()
     g = torch.Generator().manual_seed(0)
     real = torch.randint(2, 63, (1, 10), generator=g)  # 10 tokens: block 3 of 4 is half padding
     t = torch.tensor([0.6])
