@@ -30,7 +30,7 @@ config = "config/cpu_sft_addition_mdlm.py"
 canvases = [32, 64]  # max_new_tokens: well above the answers' ~5 tokens
 tokens_per_step = 2  # steps = max_new_tokens / tokens_per_step
 batch_size = 25
-dtype = "bfloat16"  # sampling dtype; float32 on CPUs without native bf16
+dtype = ""  # sampling dtype; "": bf16 where the hardware has it, else fp32 (sample.load's default)
 # -----------------------------------------------------------------------------
 
 
@@ -55,7 +55,7 @@ def main():
                  f"--output_dir={out}", "--log_steps=10", "--resume=True"])
         with open(os.path.join(out, "heldout.jsonl")) as f:
             held = [json.loads(line) for line in f]
-        model, tok, d = load(os.path.join(out, "checkpoint-final"), dtype=dtype, device="cpu")
+        model, tok, d = load(os.path.join(out, "checkpoint-final"), dtype=dtype or None, device="cpu")
         prompts = [chat_ids(tok, h["messages"][:-1]) for h in held]
         eos = set(d["eos_token_id"])
         for n in canvases:
@@ -74,6 +74,7 @@ def main():
             # a finished answer: after the first EOS the canvas holds only end tokens (the padding)
             clean = sum(e is not None and all(t in eos or t == d["pad_token_id"] for t in s[e:])
                         for s, e in zip(seqs, ends))
+            model_dtype = model.lm_head.weight.dtype
             rows.append((pad_loss, n, exact / len(held), right / len(held), clean / len(held),
                          statistics.median(found) if found else float("nan"), answer_len, answers[0]))
             print(f"mdlm_pad_loss={pad_loss} canvas {n}: {exact}/{len(held)} exact; e.g. "
@@ -81,7 +82,7 @@ def main():
         del model
 
     print(f"\nheld-out synthetic:addition ({len(held)} problems), {config}, MDLM sampling, one block, "
-          f"{tokens_per_step} tokens per step, {dtype}")
+          f"{tokens_per_step} tokens per step, {str(model_dtype)[6:]}")
     print("| mdlm_pad_loss | max_new_tokens | exact match | sum right (first number) | only end tokens after the "
           "first EOS | median first EOS at | median answer tokens |")
     print("|---|---|---|---|---|---|---|")
