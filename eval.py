@@ -53,7 +53,7 @@ IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these
 
 
 def check_model_args(kwargs):
-    """Raise ValueError for --model_args that cannot work. Needs neither torch nor lm-eval."""
+    """Raise ValueError for --model_args that cannot work, before lm-eval is imported."""
     if "method" in kwargs:
         raise ValueError("method is fixed by the model name; use --model a2d_mdlm or --model a2d_bd3lm")
     unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS) - set(IGNORED_ARGS))
@@ -171,12 +171,10 @@ class A2DLM(LM):
         self.sampler.update({k: v for k, v in args.items() if k in SAMPLER_ARGS})
         self.user_args = set(args)
         try:
-            sample.Settings(method=self.METHOD, **self.sampler).check()
+            settings = sample.Settings(method=self.METHOD, **self.sampler).check()
         except ValueError as err:
             raise SystemExit(f"error: model_args: {err}")
-        self.mask_id = self.sampler["mask_token_id"]
-        self.eos = self.sampler["eos_token_id"] if isinstance(self.sampler["eos_token_id"], list) \
-            else [self.sampler["eos_token_id"]]
+        self.mask_id, self.eos = settings.mask_token_id, settings.eos
         self._warned = set()
         shown = {k: v for k, v in self.sampler.items() if k in self.user_args or k in
                  ("max_new_tokens", "steps", "block_size", "temperature", "cache")}

@@ -656,7 +656,7 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
     (unless no row scores its first token)."""
     seqs = []
     for x, plen in rows:
-        x = torch.tensor([int(v) for v in x[:max_length]], dtype=torch.long)  # lists, memmaps, arrays
+        x = torch.as_tensor(x[:max_length].copy(), dtype=torch.long)  # a list or array; a memmap is read-only
         y = x.clone()
         y[:plen if sft and mask_prompt_loss else 0] = -100
         if sft and objective == "bd3lm":

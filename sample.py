@@ -252,14 +252,13 @@ def _unmask(logits, cols, cand, k, gstep, s, generator):
     return x0, select(conf_full.masked_fill(~cand, -torch.inf), k, s.threshold, s.factor)
 
 
-def _after_step(gstep, region, history, on_step, s):
+def _after_step(gstep, region, history, on_step, s, eos_t):
     """History, callback and the EOS stop after a step; True = every row's answer is settled."""
     if history is not None:
         history.append(region.to("cpu", copy=True))
     if on_step is not None:
         on_step(gstep, region)
-    return s.stop_at_eos and bool(first_eos_done(region, torch.tensor(s.eos, device=region.device),
-                                                 s.mask_token_id).all())
+    return s.stop_at_eos and bool(first_eos_done(region, eos_t, s.mask_token_id).all())
 
 
 def first_eos_done(region, eos, mask_id):
@@ -342,6 +341,7 @@ def _mdlm_loop(model, x, amask, blocks, regions, s, steps_per_block, generator=N
     regions (B, W) indices into x: what history / on_step / stop_at_eos look at."""
     B, T = x.shape
     dev, mask = x.device, s.mask_token_id
+    eos_t = torch.tensor(s.eos, device=dev)
     col = torch.arange(T, device=dev)
     pos_ids = col.expand(B, T)
     given = _cfg_given(x, amask.bool() & (x != mask), s)
@@ -390,7 +390,7 @@ def _mdlm_loop(model, x, amask, blocks, regions, s, steps_per_block, generator=N
             x0, take = _unmask(logits, cols, cand, sched[:, i] if sched is not None else None, gstep, s, generator)
             x[:, cols] = torch.where(take[:, cols], x0, x[:, cols])  # take lies inside cols
             i, gstep = i + 1, gstep + 1
-            if _after_step(gstep, x.gather(1, regions), history, on_step, s):
+            if _after_step(gstep, x.gather(1, regions), history, on_step, s, eos_t):
                 return nfe
     return nfe
 
@@ -560,7 +560,7 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
                                gstep, s, generator)
             x_blk[:, cols] = torch.where(take[:, cols], x0, x_blk[:, cols])  # x_blk is a view of x
             i, gstep = i + 1, gstep + 1
-            if _after_step(gstep, x[:, P:], history, on_step, s):
+            if _after_step(gstep, x[:, P:], history, on_step, s, eos_t):
                 stop = True
                 break
         end = Lc + L
