@@ -40,6 +40,7 @@ import sys
 import textwrap
 
 import sample  # torch with it (~2 s); lm-eval's own imports come after the argument checks (~18 s)
+from model import could_be_hub_id
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TASKS_DIR = os.path.join(ROOT, "tasks")
@@ -62,7 +63,7 @@ def check_model_args(kwargs):
     path = str(kwargs.get("pretrained") or "")
     if not path:
         raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
-    if not os.path.isdir(path) and (os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1):
+    if not os.path.isdir(path) and not could_be_hub_id(path):
         raise ValueError(f"model directory {path!r} does not exist (pretrained= takes a checkpoint dir or a hub id)")
 
 

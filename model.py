@@ -477,11 +477,15 @@ class Model(nn.Module):
             json.dump(self.config.to_hf(), f, indent=2, sort_keys=True)
 
 
+def could_be_hub_id(path):  # owner/name, and nothing on disk by that name
+    return not (os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1)
+
+
 def resolve_model_dir(path):
     """A local directory, or a hub id downloaded (once) with huggingface_hub."""
     if os.path.isdir(path):
         return path
-    if os.path.exists(path) or path.startswith((".", "/")) or path.count("/") != 1:
+    if not could_be_hub_id(path):
         raise FileNotFoundError(f"model directory {path!r} does not exist (expected a local HF directory "
                                 f"with config.json, or a hub id like Qwen/Qwen3-0.6B)")
     # a mistyped local path (out/sft_typo) has a hub id's shape too: say so before the Hub's own errors
@@ -651,7 +655,8 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
         fixed canvas of masks, and the model can only end a short answer there if it learned to fill
         the rest of the canvas with padding after its end of turn.
       BD3LM SFT: EOS, scored, up to a block multiple; the batch padding after it fills whole blocks.
-      otherwise: unscored padding behind the key-padding mask.
+      otherwise: unscored padding behind the key-padding mask (for BD3LM only when a block is part
+      padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
     right_shift_logits: logit i predicts token i+1, so a BOS column goes in front of the first token
     (unless no row scores its first token)."""
     seqs = []
@@ -674,6 +679,9 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
     if right_shift_logits and not (y[:, 0] == -100).all():
         col = lambda v: torch.full((B, 1), v)
         x, y, keep = torch.cat([col(ids["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
+    n = keep.sum(1)
+    if objective == "bd3lm" and not ((n % block_size != 0) & (n < keep.shape[1])).any():
+        keep[:] = True  # padding only in whole blocks, which no real token's mask reaches: keep the shared mask
     return x, y, None if keep.all() else keep
 
 

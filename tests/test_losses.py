@@ -187,16 +187,14 @@ SFT_BATCHES = {
     # every row's first label is -100 already: no BOS column (the reference's rule)
     ("mdlm", True, True): ([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]], [[_, _, 7, 8, 9], [_, 6, 9, 0, 0]], None),
     ("mdlm", False, True): ([[1, 5, 6, 7, 8, 9], [1, 5, 6, 9, 0, 0]], [[_, 5, 6, 7, 8, 9], [_, 5, 6, 9, 0, 0]], None),
-    # BD3LM: scored EOS up to the block multiple, then unscored batch padding in whole blocks
+    # BD3LM: scored EOS up to the block multiple, then unscored batch padding in whole blocks, which
+    # needs no key mask; under right shift the BOS column leaves a block part padding, which does
     ("bd3lm", True, False): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
-                             [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]],
-                             [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+                             [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]], None),
     ("bd3lm", False, False): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
-                              [[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, _, _, _, _]],
-                              [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+                              [[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, _, _, _, _]], None),
     ("bd3lm", True, True): ([[5, 6, 7, 8, 9, 9, 9, 9], [5, 6, 9, 9, 0, 0, 0, 0]],
-                            [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]],
-                            [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]),
+                            [[_, _, 7, 8, 9, 9, 9, 9], [_, 6, 9, 9, _, _, _, _]], None),
     ("bd3lm", False, True): ([[1, 5, 6, 7, 8, 9, 9, 9, 9], [1, 5, 6, 9, 9, 0, 0, 0, 0]],
                              [[_, 5, 6, 7, 8, 9, 9, 9, 9], [_, 5, 6, 9, 9, _, _, _, _]],
                              [[1] * 9, [1, 1, 1, 1, 1, 0, 0, 0, 0]]),
@@ -228,7 +226,11 @@ def test_collate_mdlm_sft_without_pad_loss_and_pretraining_tail():
         check_batch(collate(pt, IDS, objective, 8, 4),
                     ([[5, 6, 7, 8, 5, 6, 7, 8], [5, 6, 7, 0, 0, 0, 0, 0]],
                      [[5, 6, 7, 8, 5, 6, 7, 8], [5, 6, 7, _, _, _, _, _]], [[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]]))
+    # with the BOS column the short row's padding fills whole blocks: BD3LM needs no key mask then
     check_batch(collate(pt, IDS, "bd3lm", 8, 4, right_shift_logits=True),
+                ([[1, 5, 6, 7, 8, 5, 6, 7, 8], [1, 5, 6, 7, 0, 0, 0, 0, 0]],
+                 [[_, 5, 6, 7, 8, 5, 6, 7, 8], [_, 5, 6, 7, _, _, _, _, _]], None))
+    check_batch(collate(pt, IDS, "mdlm", 8, 4, right_shift_logits=True),
                 ([[1, 5, 6, 7, 8, 5, 6, 7, 8], [1, 5, 6, 7, 0, 0, 0, 0, 0]],
                  [[_, 5, 6, 7, 8, 5, 6, 7, 8], [_, 5, 6, 7, _, _, _, _, _]], [[1] * 9, [1, 1, 1, 1, 0, 0, 0, 0, 0]]))
 
