@@ -281,15 +281,16 @@ def parse_dataset_args(spec):
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats with short answers (1-4 digit addition, or sorting 3-6 numbers). The held-out
-    rows come first from a fixed seed and never recur in train: every run scores the same ones."""
+    """Seeded chats: 1-4 digit addition (answers of ~4 tokens), or sorting 10-16 numbers below 100
+    (answers of ~36 tokens, long enough for parallel decoding to matter). The held-out rows come
+    first from a fixed seed and never recur in train: every run scores the same ones."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
         if kind == "addition":
             a, b = (rng.randrange(10 ** rng.randint(1, 4)) for _ in range(2))
             return f"What is {a} + {b}?", str(a + b)
-        xs = [rng.randrange(100) for _ in range(rng.randint(3, 6))]
+        xs = [rng.randrange(100) for _ in range(rng.randint(10, 16))]
         return "Sort ascending: " + " ".join(map(str, xs)), " ".join(map(str, sorted(xs)))
 
     test = {}
