@@ -1,5 +1,6 @@
 """bench/demo.py on the tiny model: Ctrl-C during its SFT leaves a checkpoint and one line (no
-tracebacks), and running the demo again continues from that checkpoint to the end."""
+tracebacks), and running the demo again continues from that checkpoint to the end. And the AR
+baseline's batched greedy decoder against a plain loop."""
 
 import os
 import signal
@@ -23,9 +24,32 @@ def test_ctrl_c_in_the_demo_is_one_line_and_a_rerun_continues(tiny_dir, tmp_path
     assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
     said = [line for line in out.splitlines() + err.splitlines() if "interrupted" in line]
     assert len(said) == 1 and said[0].startswith("interrupted at step ") and "--resume=True" in said[0], said
-    ckpt = [d for d in os.listdir(tmp_path / "sft") if d.startswith("checkpoint-")]
+    ckpt = [d for d in os.listdir(tmp_path / "ar") if d.startswith("checkpoint-")]
     assert len(ckpt) == 1 and ckpt[0] != "checkpoint-final"
 
     r = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from {tmp_path}/sft/{ckpt[0]}" in r.stdout and "| A2D after SFT | bd3lm block 8 |" in r.stdout
+    assert f"resumed from {tmp_path}/ar/{ckpt[0]}" in r.stdout, r.stdout[-3000:]
+    assert "| AR-SFT | greedy, KV cache | 1 |" in r.stdout and "| BD3LM-SFT | block 8, one token per step | 1 |" in r.stdout
+
+
+def test_batched_ar_greedy_matches_one_prompt_full_recompute(tiny_dir, one_thread):
+    """bench/a2d_vs_ar.ar_generate (left-padded batch, KV cache, one token per forward) gives the tokens
+    of a plain loop that re-runs each prompt's whole sequence for every token."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import torch
+    from a2d_vs_ar import ar_generate
+    from model import Model
+    m = Model.from_pretrained(tiny_dir, dtype=torch.float32, causal=True)
+    prompts = [[5, 9, 13], [7, 3, 8, 100, 42, 11, 12], [400]]
+    ref = []
+    for p in prompts:
+        seq = list(p)
+        for _ in range(8):
+            seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+        ref.append(seq[len(p):])
+    eos = [ref[0][5]]  # a token the first answer makes at its 6th step: that row stops there
+    want = [r[:r.index(eos[0])] if eos[0] in r else r for r in ref]
+    got, nfe = ar_generate(m, prompts, 8, eos)
+    need = max(r.index(eos[0]) + 1 if eos[0] in r else 8 for r in ref)  # forwards until every row has ended
+    assert got == want and len(want[0]) <= 5 and nfe == need
