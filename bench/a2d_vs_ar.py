@@ -130,7 +130,7 @@ def decode(name, kind, rows, prompts, tok, fn, batch):
     secs = time.perf_counter() - t0
     answers = [tok.decode(s, skip_special_tokens=True).strip() for s in seqs]
     exact = sum(a == r["answer"] for a, r in zip(answers, rows)) / len(rows)
-    n_tok = sum(len(s) + 1 for s in seqs)  # + the EOS, which every decoder also has to produce
+    n_tok = sum(len(s) for s in seqs)  # answer tokens, up to (not counting) the EOS
     return dict(model=name, decoding=kind, batch=batch, exact=exact, nfe=nfe / (len(prompts) / batch),
                 tok_per_fwd=n_tok / len(prompts) / (nfe / (len(prompts) / batch)), tps=n_tok / secs,
                 example=answers[0])
@@ -165,8 +165,9 @@ def table(results):
     lines = ["| model | decoding | batch | exact match | NFE / answer | tokens / forward | tokens/s | vs AR-SFT |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        vs = f"{r['tps'] / ar[r['batch']]:.2f}x" if r["batch"] in ar else "–"
         lines.append(f"| {r['model']} | {r['decoding']} | {r['batch']} | {r['exact']:.1%} | {r['nfe']:.1f} | "
-                     f"{r['tok_per_fwd']:.2f} | {r['tps']:.1f} | {r['tps'] / ar[r['batch']]:.2f}x |")
+                     f"{r['tok_per_fwd']:.2f} | {r['tps']:.1f} | {vs} |")
     return "\n".join(lines)
 
 
