@@ -1,15 +1,11 @@
 """
 The network and the diffusion math, in one file.
 
-A decoder-only transformer for the Qwen3, Qwen2 and Llama families (one config,
-family differences as flags), with a single switch that turns causal attention
-into bidirectional attention. That switch is the whole of "AR to diffusion": the
-weights stay the same, the mask changes.
-
-Below the network sits the math that training, sampling and evaluation share:
-the alpha noise schedule, forward masking, the MDLM / BD3LM / AR losses and the
-BD3LM attention mask. Imports only torch, safetensors and the standard library
-(huggingface_hub lazily, for hub ids).
+A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config
+flags) with one switch from causal to bidirectional attention: that switch is the whole of "AR to
+diffusion", the weights stay the same. Below it sits the math that training, sampling and evaluation
+share: the alpha schedule, forward masking, the MDLM / BD3LM / AR losses and the BD3LM attention mask.
+Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
 """
 
 import functools
@@ -107,8 +103,7 @@ class Config:
 
     def to_hf(self):
         """The config.json dict in the layout of the Hub's Qwen3/Llama checkpoints (transformers 4.x)."""
-        d = dict(self.extra)
-        d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        d = self.extra | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         d["architectures"] = [ARCHITECTURES[self.model_type]]
         if self.family == "qwen2":
             d.pop("attention_bias")
@@ -177,11 +172,7 @@ class KVCache:
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.length = 0
-
-    @property
-    def max_len(self):
-        return self.k.shape[3]
+        self.length, self.max_len = 0, max_len
 
 
 @functools.cache
@@ -196,8 +187,7 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-        # Qwen2 always has a q/k/v bias and no o bias (its config has no switch for them)
-        qwen2 = config.family == "qwen2"
+        qwen2 = config.family == "qwen2"  # always a q/k/v bias and no o bias: its config has no switch
         qkv_bias, o_bias = qwen2 or config.attention_bias, not qwen2 and config.attention_bias
         C = config.hidden_size
         self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=qkv_bias)
@@ -219,8 +209,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]  # (B, Hkv, max_len, D)
-            ck[:, :, pos:pos + T] = k
-            cv[:, :, pos:pos + T] = v
+            ck[:, :, pos:pos + T], cv[:, :, pos:pos + T] = k, v
             kv_len = max(cache.length, pos + T)
             k, v = ck[:, :, :kv_len], cv[:, :, :kv_len]
         gqa = self.n_kv != self.n_head
@@ -294,14 +283,12 @@ class Model(nn.Module):
                 cache=None, cache_pos=None, append=False, logits_slice=None, return_hidden=False):
         """input_ids (B, T) -> logits (B, T, V), or the final hidden states with return_hidden.
 
-        attention_mask: None; a key-padding mask (B, Tk), 1/True = real token; a bool mask
-            (B or 1, 1, T, Tk), True = may attend; or a flex_attention BlockMask. Tk is T, or the
-            cache's visible length when a cache is used.
-        position_ids (B, T): by default real tokens counted from 0 under a key-padding mask (so
-            padding never shifts positions), else pos + arange(T).
-        causal: overrides the model's mask flag for this call. cache / cache_pos / append: see KVCache.
-        logits_slice: the LM head runs on x[:, logits_slice] only, or on the rows x[b, i] of a
-            tuple of index tensors (b, i) -> (N, V): the losses score only the masked rows."""
+        attention_mask: a key-padding mask (B, Tk), 1 = real token; a bool mask (B or 1, 1, T, Tk),
+          True = may attend; or a flex_attention BlockMask. Tk: T, or the cache's visible length.
+        position_ids (B, T): by default real tokens count from 0 under a key-padding mask (padding
+          never shifts positions), else pos + arange(T). cache / cache_pos / append: see KVCache.
+        causal overrides the model's flag for this call. logits_slice: the LM head runs on
+          x[:, logits_slice] only, or on the rows x[b, i] of a tuple (b, i) -> logits (N, V)."""
         B, T = input_ids.shape
         causal = self.causal if causal is None else causal
         pos = 0 if cache is None else (cache.length if cache_pos is None else cache_pos)
@@ -316,20 +303,17 @@ class Model(nn.Module):
                 position_ids = (pos + torch.arange(T, device=dev)).expand(B, T)
 
         # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
-        mask, is_causal = attention_mask, False
+        mask = attention_mask
         if isinstance(mask, torch.Tensor):
             if mask.ndim not in (2, 4):
                 raise ValueError(f"attention_mask must be (B, Tk) or (B, 1, Tq, Tk), got shape {tuple(mask.shape)}")
             if mask.ndim == 2 and mask.shape[1] != kv_len:
                 raise ValueError(f"key-padding mask has {mask.shape[1]} columns, expected {kv_len}")
             mask = mask.bool() if mask.ndim == 4 else mask.bool()[:, None, None, :]
-        if causal:
-            if mask is None and cache is None:
-                is_causal = True  # SDPA's own causal kernel, no mask tensor
-            elif isinstance(mask, torch.Tensor) or mask is None:
-                q_idx = pos + torch.arange(T, device=dev)
-                cm = torch.arange(kv_len, device=dev)[None, :] <= q_idx[:, None]  # (T, kv_len)
-                mask = cm[None, None] if mask is None else mask & cm
+        is_causal = causal and mask is None and cache is None  # SDPA's own causal kernel, no mask tensor
+        if causal and not is_causal and (mask is None or isinstance(mask, torch.Tensor)):  # not a BlockMask
+            cm = torch.arange(kv_len, device=dev) <= (pos + torch.arange(T, device=dev))[:, None]  # (T, kv_len)
+            mask = cm[None, None] if mask is None else mask & cm
         if isinstance(mask, torch.Tensor):
             # a query that may attend to nothing (a padded row) would give NaN; let it see
             # everything instead: its output is garbage but finite, and nobody reads it
@@ -386,8 +370,7 @@ class Model(nn.Module):
             head = sd.pop("lm_head.weight", None)  # some tied checkpoints store it anyway; it must equal the embedding
             if head is not None and not torch.equal(head, sd.get("model.embed_tokens.weight", head)):
                 raise ValueError("tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight")
-        missing = sorted(set(expected) - set(sd))
-        unexpected = sorted(set(sd) - set(expected))
+        missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
         shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
                   for k in expected if k in sd and sd[k].shape != expected[k].shape]
         if missing or unexpected or shapes:
@@ -526,10 +509,8 @@ def loss_weight(t, schedule="linear", weight_type="scheduler"):
 
 
 def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, device="cpu"):
-    """n times in [eps, 1), optionally clipped to [low, high] and low-discrepancy.
-
-    antithetic: one uniform offset u, then t_i = (u + i/n) mod 1, so the batch
-    covers [0, 1) evenly (the MDLM paper's variance reduction)."""
+    """n times in [eps, 1), optionally clipped to [low, high]. antithetic: one uniform offset u, then
+    t_i = (u + i/n) mod 1, so the batch covers [0, 1) evenly (the MDLM paper's variance reduction)."""
     if antithetic:
         u = torch.rand(1, generator=generator, device=device)
         r = (u + torch.arange(n, device=device) / n) % 1
@@ -543,8 +524,7 @@ def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generat
     """q(x_t | x_0): mask every scored position (label != -100) with prob 1 - alpha(t).
     t is (B,) or (B, L) (per-block times broadcast to tokens). Returns (x_t, masked)."""
     p_mask = 1 - alpha(t, schedule)
-    if p_mask.ndim == 1:
-        p_mask = p_mask[:, None]
+    p_mask = p_mask[:, None] if p_mask.ndim == 1 else p_mask
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     masked = (u < p_mask) & (labels != -100)
     return torch.where(masked, mask_token_id, input_ids), masked
@@ -557,8 +537,7 @@ def bd3lm_allowed(q, k, L, block_size):
       block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
       x_0 -> x_0 of same or earlier blocks  (block-causal clean stream, as in AR).
-    One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors).
-    """
+    One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors)."""
     q_x0, k_x0 = q >= L, k >= L
     q_b = torch.where(q_x0, q - L, q) // block_size
     k_b = torch.where(k_x0, k - L, k) // block_size
@@ -598,16 +577,15 @@ def bd3lm_mask(L, block_size, device, keep=None):
 
 def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
             right_shift_logits=False, mdlm_pad_loss=True):
-    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) and a key-padding mask (B, T),
-    None when every key is real. ids: the "pad", "eos" and "bos" token ids. Label -100 = unscored.
-
-    The padding follows the reference's collators, objective by objective:
-      MDLM SFT (mdlm_pad_loss): pad tokens that are attended *and scored*. A sampler answers on a
-        fixed canvas of masks, and the model can only end a short answer there if it learned to fill
-        the rest of the canvas with padding after its end of turn.
+    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) (-100 = unscored) and a key-padding
+    mask (B, T), None when every key is real. ids: the "pad", "eos" and "bos" token ids. The padding
+    follows the reference's collators, objective by objective:
+      MDLM SFT (mdlm_pad_loss): pad tokens, attended *and scored*: a sampler answers on a fixed canvas
+        of masks, and the model can end a short answer there only if it learned to fill the rest of
+        the canvas with padding after its end of turn.
       BD3LM SFT: EOS, scored, up to a block multiple; the batch padding after it fills whole blocks.
       otherwise: unscored padding behind the key-padding mask (for BD3LM only when a block is part
-      padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
+        padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
     right_shift_logits: logit i predicts token i+1, so a BOS column goes in front of the first token
     (unless no row scores its first token)."""
     seqs = []
@@ -645,8 +623,7 @@ def logit_rows(i, right_shift_logits=False):
 def normalize_loss(token_loss, labels, norm_type="token"):
     """token_loss (B, L), weighted and zero where unscored -> scalar. token: sum / #scored in the
     batch; sequence: mean over rows of (row sum / #scored in row); batch: sum / B."""
-    B = labels.shape[0]
-    scored = labels != -100
+    B, scored = labels.shape[0], labels != -100
     if norm_type == "token":
         return token_loss.sum() / scored.sum().clamp_min(1)
     if norm_type == "sequence":
@@ -705,9 +682,8 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_ma
 
 
 def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):
-    """Next-token CE under causal attention: logit i predicts token i+1, scored where
-    labels[:, i+1] != -100 (the LM head runs on those rows only), normalised as the diffusion
-    losses are (over the targets labels[:, 1:])."""
+    """Next-token CE under causal attention: logit i predicts token i+1, scored where labels[:, i+1]
+    != -100 (the LM head runs on those rows only), normalised over the targets labels[:, 1:]."""
     tgt = labels[:, 1:]
     b, i = (tgt != -100).nonzero(as_tuple=True)
     logits = model(input_ids, attention_mask=attention_mask, causal=True, logits_slice=(b, i))
