@@ -532,7 +532,6 @@ def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generat
 
 def bd3lm_allowed(q, k, L, block_size):
     """May query index q attend to key index k in the x_t ⊕ x_0 forward of block diffusion?
-
     Index i < L is x_t position i, index L + i is x_0 position i. The union of:
       block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
