@@ -1,17 +1,11 @@
 """
 The network and the diffusion math, in one file.
 
-A decoder-only transformer that covers the Qwen3, Qwen2 and Llama families (one
-config, family differences as flags), with a single switch that turns causal
-attention into bidirectional attention. That switch is the whole of "AR to
-diffusion": the weights stay the same, the mask changes.
-
-Below the network sits the math that training, sampling and evaluation share:
-the alpha noise schedule, forward masking, the MDLM / BD3LM / AR losses and
-the BD3LM attention mask.
-
-Imports only torch, safetensors and the standard library (huggingface_hub is
-imported lazily, for hub ids).
+A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config
+flags) with one switch from causal to bidirectional attention: that switch is the whole of "AR to
+diffusion", the weights stay the same. Below it sits the math that training, sampling and evaluation
+share: the alpha schedule, forward masking, the MDLM / BD3LM / AR losses and the BD3LM attention mask.
+Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
 """
 
 import functools
@@ -74,34 +68,18 @@ class Config:
     def is_a2d(self):
         return self.model_type.startswith("a2d-")
 
-    @property
-    def qk_norm(self):  # per-head RMSNorm on q and k: the Qwen3 quirk
-        return self.family == "qwen3"
-
-    @property
-    def qkv_bias(self):  # Qwen2 always has q/k/v bias; its config has no switch for it
-        return self.family == "qwen2" or self.attention_bias
-
-    @property
-    def o_bias(self):
-        return self.family != "qwen2" and self.attention_bias
-
     @classmethod
     def from_hf(cls, d):
         """Read an HF config.json dict (transformers 4.x or 5.x layout)."""
         d = dict(d)
-        mt = d.get("model_type")
-        if mt not in MODEL_TYPES:
-            raise ValueError(f"unsupported model_type {mt!r}; supported: {', '.join(MODEL_TYPES)}")
-        # transformers 5 nests the rope base and scaling under rope_parameters
-        rp = d.pop("rope_parameters", None)
+        if d.get("model_type") not in MODEL_TYPES:
+            raise ValueError(f"unsupported model_type {d.get('model_type')!r}; supported: {', '.join(MODEL_TYPES)}")
+        rp = dict(d.pop("rope_parameters", None) or {})  # transformers 5 nests the rope base and scaling here
         if rp:
-            rp = dict(rp)
             d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
             if rp.get("rope_type", "default") != "default":
                 d.setdefault("rope_scaling", rp)
-        rs = d.get("rope_scaling")
-        if rs:
+        if rs := d.get("rope_scaling"):
             rs = dict(rs)
             rs["rope_type"] = rs.pop("type", None) or rs.get("rope_type", "default")
             if rs["rope_type"] not in ROPE_TYPES:
@@ -111,13 +89,13 @@ class Config:
             raise ValueError("use_sliding_window=True is not supported; set it to false in config.json")
         if d.get("mlp_bias"):
             raise ValueError("mlp_bias=True is not supported")
-        if "head_dim" not in d or d["head_dim"] is None:
+        if d.get("head_dim") is None:
             d["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
         d.setdefault("num_key_value_heads", d["num_attention_heads"])
         if "dtype" in d and "torch_dtype" not in d:  # transformers 5 renamed it
             d["torch_dtype"] = d.pop("dtype")
-        if mt == "qwen2":
-            d.pop("attention_bias", None)
+        if d["model_type"] == "qwen2":
+            d.pop("attention_bias", None)  # qwen2's biases are fixed (see Attention), not switched
         known = {f.name for f in fields(cls)} - {"extra"}
         kw = {k: v for k, v in d.items() if k in known}
         kw["extra"] = {k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")}
@@ -125,10 +103,7 @@ class Config:
 
     def to_hf(self):
         """The config.json dict in the layout of the Hub's Qwen3/Llama checkpoints (transformers 4.x)."""
-        d = dict(self.extra)
-        for f in fields(self):
-            if f.name != "extra":
-                d[f.name] = getattr(self, f.name)
+        d = self.extra | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         d["architectures"] = [ARCHITECTURES[self.model_type]]
         if self.family == "qwen2":
             d.pop("attention_bias")
@@ -188,24 +163,23 @@ def apply_rope(x, cos, sin):
 
 
 class KVCache:
-    """
-    A static, preallocated K/V cache: (L, B, Hkv, max_len, D) for keys and values.
-
-    `length` is how many positions are final. A forward with the cache writes its
-    chunk's K/V at [pos, pos+T) (pos defaults to `length`) and attends to
-    [0, max(length, pos+T)). Only `append=True` moves `length` forward, so a
-    denoising step can look at itself without committing, with no copies.
-    """
+    """A static, preallocated cache: keys and values (L, B, Hkv, max_len, D). `length` counts the
+    final positions. A forward with the cache writes its chunk's K/V at [pos, pos+T) (pos defaults
+    to `length`) and attends to [0, max(length, pos+T)). Only append=True moves `length`, so a
+    denoising step can look at itself without committing, with no copies."""
 
     def __init__(self, config, batch_size, max_len, dtype, device):
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.length = 0
+        self.length, self.max_len = 0, max_len
 
-    @property
-    def max_len(self):
-        return self.k.shape[3]
+
+@functools.cache
+def _flex_attention():
+    # compiled once, lazily: uncompiled flex_attention materialises the full score matrix
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
 
 
 class Attention(nn.Module):
@@ -213,12 +187,14 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        qwen2 = config.family == "qwen2"  # always a q/k/v bias and no o bias: its config has no switch
+        qkv_bias, o_bias = qwen2 or config.attention_bias, not qwen2 and config.attention_bias
         C = config.hidden_size
-        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=config.o_bias)
-        if config.qk_norm:
+        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=o_bias)
+        if config.family == "qwen3":  # the Qwen3 quirk: per-head RMSNorm on q and k
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
@@ -233,28 +209,15 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]  # (B, Hkv, max_len, D)
-            ck[:, :, pos:pos + T] = k
-            cv[:, :, pos:pos + T] = v
+            ck[:, :, pos:pos + T], cv[:, :, pos:pos + T] = k, v
             kv_len = max(cache.length, pos + T)
             k, v = ck[:, :, :kv_len], cv[:, :, :kv_len]
+        gqa = self.n_kv != self.n_head
         if mask is not None and not isinstance(mask, torch.Tensor):  # a flex_attention BlockMask (CUDA)
-            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=self.n_kv != self.n_head)
+            y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                               enable_gqa=self.n_kv != self.n_head)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
-_flex_compiled = None
-
-
-def flex_attention(q, k, v, block_mask, enable_gqa):
-    # compiled once, lazily: uncompiled flex_attention materialises the full score matrix
-    global _flex_compiled
-    if _flex_compiled is None:
-        from torch.nn.attention.flex_attention import flex_attention as fa
-        _flex_compiled = torch.compile(fa, dynamic=False)
-    return _flex_compiled(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
 
 
 class MLP(nn.Module):
@@ -282,22 +245,17 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Decoder(nn.Module):
-    # the `model.` prefix of HF tensor names
-    def __init__(self, config):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-
 class Model(nn.Module):
     def __init__(self, config, causal=None):
         super().__init__()
         self.config = config
         # the mask flag: AR checkpoints attend causally, A2D checkpoints bidirectionally
         self.causal = (not config.is_a2d) if causal is None else causal
-        self.model = Decoder(config)
+        self.model = nn.ModuleDict(dict(  # the `model.` prefix of HF tensor names
+            embed_tokens=nn.Embedding(config.vocab_size, config.hidden_size),
+            layers=nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers)),
+            norm=RMSNorm(config.hidden_size, config.rms_norm_eps),
+        ))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -306,8 +264,8 @@ class Model(nn.Module):
     def init_weights(self, seed=0):
         """Random init for training from scratch (normal(0, 0.02), norms at 1, biases at 0)."""
         g = torch.Generator().manual_seed(seed)
-        for name, p in self.named_parameters():
-            with torch.no_grad():
+        with torch.no_grad():
+            for name, p in self.named_parameters():
                 if name.endswith("norm.weight"):
                     p.fill_(1.0)
                 elif name.endswith(".bias"):
@@ -323,19 +281,14 @@ class Model(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, causal=None,
                 cache=None, cache_pos=None, append=False, logits_slice=None, return_hidden=False):
-        """
-        input_ids (B, T) -> logits (B, T', V), T' = T unless logits_slice picks fewer rows.
+        """input_ids (B, T) -> logits (B, T, V), or the final hidden states with return_hidden.
 
-        attention_mask: None, a key-padding mask (B, Tk) with 1/True = real token,
-            a bool mask (B or 1, 1, T, Tk) with True = may attend, or a flex_attention BlockMask.
-            Tk is T, or the cache's visible length when a cache is used.
-        position_ids: (B, T). Default: real tokens counted from 0 when a key-padding
-            mask is given (so padding never shifts positions), else pos + arange(T).
-        cache / cache_pos / append: see KVCache.
-        causal: override the model's mask flag for this call.
-        logits_slice: run the LM head on x[:, logits_slice] only (BD3LM scores only the x_t half),
-            or on the rows x[b, i] of a tuple of index tensors (b, i) -> logits (N, V).
-        """
+        attention_mask: a key-padding mask (B, Tk), 1 = real token; a bool mask (B or 1, 1, T, Tk),
+          True = may attend; or a flex_attention BlockMask. Tk: T, or the cache's visible length.
+        position_ids (B, T): by default real tokens count from 0 under a key-padding mask (padding
+          never shifts positions), else pos + arange(T). cache / cache_pos / append: see KVCache.
+        causal overrides the model's flag for this call. logits_slice: the LM head runs on
+          x[:, logits_slice] only, or on the rows x[b, i] of a tuple (b, i) -> logits (N, V)."""
         B, T = input_ids.shape
         causal = self.causal if causal is None else causal
         pos = 0 if cache is None else (cache.length if cache_pos is None else cache_pos)
@@ -343,7 +296,6 @@ class Model(nn.Module):
             raise ValueError(f"KV cache overflow: writing [{pos}, {pos + T}) into a cache of {cache.max_len}")
         kv_len = T if cache is None else max(cache.length, pos + T)
         dev = input_ids.device
-
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2 and cache is None:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -351,23 +303,17 @@ class Model(nn.Module):
                 position_ids = (pos + torch.arange(T, device=dev)).expand(B, T)
 
         # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
-        mask, is_causal = attention_mask, False
+        mask = attention_mask
         if isinstance(mask, torch.Tensor):
-            if mask.ndim == 2:
-                if mask.shape[1] != kv_len:
-                    raise ValueError(f"key-padding mask has {mask.shape[1]} columns, expected {kv_len}")
-                mask = mask.bool()[:, None, None, :]
-            elif mask.ndim == 4:
-                mask = mask.bool()
-            else:
+            if mask.ndim not in (2, 4):
                 raise ValueError(f"attention_mask must be (B, Tk) or (B, 1, Tq, Tk), got shape {tuple(mask.shape)}")
-        if causal:
-            if mask is None and cache is None:
-                is_causal = True  # SDPA's own causal kernel, no mask tensor
-            elif isinstance(mask, torch.Tensor) or mask is None:
-                q_idx = pos + torch.arange(T, device=dev)
-                cm = torch.arange(kv_len, device=dev)[None, :] <= q_idx[:, None]  # (T, kv_len)
-                mask = cm[None, None] if mask is None else mask & cm
+            if mask.ndim == 2 and mask.shape[1] != kv_len:
+                raise ValueError(f"key-padding mask has {mask.shape[1]} columns, expected {kv_len}")
+            mask = mask.bool() if mask.ndim == 4 else mask.bool()[:, None, None, :]
+        is_causal = causal and mask is None and cache is None  # SDPA's own causal kernel, no mask tensor
+        if causal and not is_causal and (mask is None or isinstance(mask, torch.Tensor)):  # not a BlockMask
+            cm = torch.arange(kv_len, device=dev) <= (pos + torch.arange(T, device=dev))[:, None]  # (T, kv_len)
+            mask = cm[None, None] if mask is None else mask & cm
         if isinstance(mask, torch.Tensor):
             # a query that may attend to nothing (a padded row) would give NaN; let it see
             # everything instead: its output is garbage but finite, and nobody reads it
@@ -382,16 +328,15 @@ class Model(nn.Module):
         x = self.model.norm(x)
         if logits_slice is not None:
             x = x[logits_slice] if isinstance(logits_slice, tuple) else x[:, logits_slice]
-        if return_hidden:
-            return x
-        return self.lm_head(x)
+        return x if return_hidden else self.lm_head(x)
 
     # -------------------------------------------------------------------------
     # load / save (HF directory layout)
 
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None, causal=None):
-        """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index."""
+        """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index.
+        Strict: a missing, unexpected or misshapen tensor is an error that names it."""
         from safetensors import SafetensorError, safe_open
         path = resolve_model_dir(path)
         fn = os.path.join(path, "config.json")
@@ -412,24 +357,20 @@ class Model(nn.Module):
         with torch.device("meta"):  # no memory until the real tensors arrive
             model = cls(config, causal=causal)
         expected = model.state_dict()
-        if config.tie_word_embeddings:
-            expected.pop("lm_head.weight")
         sd = {}
         for fn in files:
             try:
                 with safe_open(os.path.join(path, fn), framework="pt", device="cpu") as f:
-                    for k in f.keys():
-                        sd[k] = f.get_tensor(k)
+                    sd.update({k: f.get_tensor(k) for k in f.keys()})
             except SafetensorError as e:  # e.g. "incomplete metadata": a copy or download cut short
                 raise ValueError(f"{os.path.join(path, fn)} is damaged or truncated ({e}); copy, download or "
                                  f"save it again") from None
-        if config.tie_word_embeddings and "lm_head.weight" in sd:
-            # some tied checkpoints store the head anyway; it must equal the embedding
-            head = sd.pop("lm_head.weight")
-            if not torch.equal(head, sd.get("model.embed_tokens.weight", head)):
+        if config.tie_word_embeddings:
+            expected.pop("lm_head.weight")
+            head = sd.pop("lm_head.weight", None)  # some tied checkpoints store it anyway; it must equal the embedding
+            if head is not None and not torch.equal(head, sd.get("model.embed_tokens.weight", head)):
                 raise ValueError("tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight")
-        missing = sorted(set(expected) - set(sd))
-        unexpected = sorted(set(sd) - set(expected))
+        missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
         shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
                   for k in expected if k in sd and sd[k].shape != expected[k].shape]
         if missing or unexpected or shapes:
@@ -437,8 +378,8 @@ class Model(nn.Module):
                              f"  missing tensors: {missing}\n  unexpected tensors: {unexpected}\n"
                              f"  shape mismatches: {shapes}")
         dtype = dtype or getattr(torch, config.torch_dtype)
-        sd = {k: v.to(device=device or "cpu", dtype=dtype) for k, v in sd.items()}
-        model.load_state_dict(sd, strict=False, assign=True)
+        model.load_state_dict({k: v.to(device=device or "cpu", dtype=dtype) for k, v in sd.items()},
+                              strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embed_tokens.weight
         model.inv_freq = rope_inv_freq(config).to(device or "cpu")
@@ -452,16 +393,14 @@ class Model(nn.Module):
         if self.config.tie_word_embeddings:
             sd.pop("lm_head.weight")  # transformers re-ties it on load
         self.config.torch_dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
-        shards, cur, size = [], {}, 0
+        nbytes = lambda t: t.numel() * t.element_size()
+        shards, size = [{}], 0
         for k in sorted(sd):
-            n = sd[k].numel() * sd[k].element_size()
-            if cur and size + n > max_shard_bytes:
-                shards.append(cur)
-                cur, size = {}, 0
-            cur[k], size = sd[k], size + n
-        shards.append(cur)
+            if shards[-1] and size + nbytes(sd[k]) > max_shard_bytes:
+                shards, size = shards + [{}], 0
+            shards[-1][k], size = sd[k], size + nbytes(sd[k])
         for fn in os.listdir(out_dir):  # stale shards from an earlier save would confuse loaders
-            if fn.startswith("model") and (fn.endswith(".safetensors") or fn.endswith(".index.json")):
+            if fn.startswith("model") and fn.endswith((".safetensors", ".index.json")):
                 os.remove(os.path.join(out_dir, fn))
         names = ["model.safetensors"] if len(shards) == 1 else \
             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -469,10 +408,10 @@ class Model(nn.Module):
             save_file(shard, os.path.join(out_dir, fn), metadata={"format": "pt"})
             umask_mode(os.path.join(out_dir, fn))  # safetensors writes 0600: others could not read the checkpoint
         if len(shards) > 1:
-            weight_map = {k: fn for fn, shard in zip(names, shards) for k in shard}
-            total = sum(v.numel() * v.element_size() for v in sd.values())
+            index = {"metadata": {"total_size": sum(map(nbytes, sd.values()))},
+                     "weight_map": {k: fn for fn, shard in zip(names, shards) for k in shard}}
             with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
-                json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+                json.dump(index, f, indent=2)
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(self.config.to_hf(), f, indent=2, sort_keys=True)
 
@@ -549,19 +488,15 @@ SCHEDULES = ("linear", "cosine")
 
 
 def alpha(t, schedule="linear"):
-    if schedule == "linear":
-        return 1 - t
-    if schedule == "cosine":
-        return 1 - torch.cos(math.pi / 2 * (1 - t))
-    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    return 1 - t if schedule == "linear" else 1 - torch.cos(math.pi / 2 * (1 - t))
 
 
 def alpha_prime(t, schedule="linear"):
-    if schedule == "linear":
-        return -torch.ones_like(t)
-    if schedule == "cosine":
-        return -(math.pi / 2) * torch.sin(math.pi / 2 * (1 - t))
-    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    return -torch.ones_like(t) if schedule == "linear" else -(math.pi / 2) * torch.sin(math.pi / 2 * (1 - t))
 
 
 def loss_weight(t, schedule="linear", weight_type="scheduler"):
@@ -574,10 +509,8 @@ def loss_weight(t, schedule="linear", weight_type="scheduler"):
 
 
 def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, device="cpu"):
-    """n times in [eps, 1), optionally clipped to [low, high] and low-discrepancy.
-
-    antithetic: one uniform offset u, then t_i = (u + i/n) mod 1, so the batch
-    covers [0, 1) evenly (the MDLM paper's variance reduction)."""
+    """n times in [eps, 1), optionally clipped to [low, high]. antithetic: one uniform offset u, then
+    t_i = (u + i/n) mod 1, so the batch covers [0, 1) evenly (the MDLM paper's variance reduction)."""
     if antithetic:
         u = torch.rand(1, generator=generator, device=device)
         r = (u + torch.arange(n, device=device) / n) % 1
@@ -589,11 +522,9 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
 
 def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
     """q(x_t | x_0): mask every scored position (label != -100) with prob 1 - alpha(t).
-
     t is (B,) or (B, L) (per-block times broadcast to tokens). Returns (x_t, masked)."""
     p_mask = 1 - alpha(t, schedule)
-    if p_mask.ndim == 1:
-        p_mask = p_mask[:, None]
+    p_mask = p_mask[:, None] if p_mask.ndim == 1 else p_mask
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     masked = (u < p_mask) & (labels != -100)
     return torch.where(masked, mask_token_id, input_ids), masked
@@ -601,13 +532,11 @@ def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generat
 
 def bd3lm_allowed(q, k, L, block_size):
     """May query index q attend to key index k in the x_t ⊕ x_0 forward of block diffusion?
-
     Index i < L is x_t position i, index L + i is x_0 position i. The union of:
       block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
       x_0 -> x_0 of same or earlier blocks  (block-causal clean stream, as in AR).
-    One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors).
-    """
+    One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors)."""
     q_x0, k_x0 = q >= L, k >= L
     q_b = torch.where(q_x0, q - L, q) // block_size
     k_b = torch.where(k_x0, k - L, k) // block_size
@@ -647,16 +576,15 @@ def bd3lm_mask(L, block_size, device, keep=None):
 
 def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
             right_shift_logits=False, mdlm_pad_loss=True):
-    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) and a key-padding mask (B, T),
-    None when every key is real. ids: the "pad", "eos" and "bos" token ids. Label -100 = unscored.
-
-    The padding follows the reference's collators, objective by objective:
-      MDLM SFT (mdlm_pad_loss): pad tokens that are attended *and scored*. A sampler answers on a
-        fixed canvas of masks, and the model can only end a short answer there if it learned to fill
-        the rest of the canvas with padding after its end of turn.
+    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) (-100 = unscored) and a key-padding
+    mask (B, T), None when every key is real. ids: the "pad", "eos" and "bos" token ids. The padding
+    follows the reference's collators, objective by objective:
+      MDLM SFT (mdlm_pad_loss): pad tokens, attended *and scored*: a sampler answers on a fixed canvas
+        of masks, and the model can end a short answer there only if it learned to fill the rest of
+        the canvas with padding after its end of turn.
       BD3LM SFT: EOS, scored, up to a block multiple; the batch padding after it fills whole blocks.
       otherwise: unscored padding behind the key-padding mask (for BD3LM only when a block is part
-      padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
+        padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
     right_shift_logits: logit i predicts token i+1, so a BOS column goes in front of the first token
     (unless no row scores its first token)."""
     seqs = []
@@ -692,12 +620,9 @@ def logit_rows(i, right_shift_logits=False):
 
 
 def normalize_loss(token_loss, labels, norm_type="token"):
-    """token_loss (B, L) already weighted and zero where unmasked -> scalar.
-
-    token: sum / #scored positions in the batch; sequence: mean over rows of
-    (row sum / #scored in row); batch: sum / B."""
-    B = labels.shape[0]
-    scored = labels != -100
+    """token_loss (B, L), weighted and zero where unscored -> scalar. token: sum / #scored in the
+    batch; sequence: mean over rows of (row sum / #scored in row); batch: sum / B."""
+    B, scored = labels.shape[0], labels != -100
     if norm_type == "token":
         return token_loss.sum() / scored.sum().clamp_min(1)
     if norm_type == "sequence":
@@ -714,22 +639,25 @@ def masked_rows(masked, right_shift_logits=False):
     return b, i, logit_rows(i, right_shift_logits)
 
 
-def diffusion_token_loss(logits, input_ids, masked, weight, b, i):
-    # logits (N, V) of the masked tokens (b, i) -> CE in fp32 times w(t), placed in a (B, L) grid
-    ce = F.cross_entropy(logits.float(), input_ids[b, i], reduction="none")
-    return torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce) * weight
+def _token_ce(logits, targets, b, i):
+    # logits (N, V) of the scored tokens (b, i) -> their CE in fp32, in a zero (B, L) grid like targets
+    ce = F.cross_entropy(logits.float(), targets[b, i], reduction="none")
+    return torch.zeros(targets.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce)
+
+
+def _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type):
+    w = loss_weight(t, schedule, weight_type)
+    w = w[:, None] if w.ndim == 1 else w  # per sequence (B,) or per token (B, L)
+    return normalize_loss(_token_ce(logits, input_ids, b, i) * w, labels, norm_type)
 
 
 def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, schedule="linear",
               weight_type="scheduler", norm_type="token", right_shift_logits=False):
-    """MDLM loss for a given noisy batch (xt, masked) at times t (B,).
-
-    Bidirectional forward on x_t, CE on masked tokens weighted by w(t), normalised."""
+    """MDLM loss of a noisy batch (xt, masked) at times t (B,): a bidirectional forward on x_t,
+    CE on the masked tokens weighted by w(t), normalised."""
     b, i, src = masked_rows(masked, right_shift_logits)
     logits = model(xt, attention_mask=attention_mask, causal=False, logits_slice=(b, src))
-    w = loss_weight(t, schedule, weight_type)
-    w = w[:, None] if w.ndim == 1 else w
-    return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)
+    return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
 def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, attn_mask=None):
@@ -745,25 +673,17 @@ def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=N
 
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
                weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
-    """BD3LM loss: one forward on x_t ⊕ x_0 (2L tokens) under the block-diffusion mask.
-
-    Both halves use positions 0..L-1. Only the x_t half is scored, so the LM head
-    runs on its masked rows alone. t is (B,) or per token (B, L). attention_mask: a
-    key-padding mask (B, L) or None; attn_mask: a ready (2L, 2L) mask, for benchmarks."""
+    """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per
+    token (B, L). attention_mask: a key-padding mask (B, L) or None; attn_mask: a ready mask, for benchmarks."""
     b, i, src = masked_rows(masked, right_shift_logits)  # src < L: rows of the x_t half
     logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, (b, src), attn_mask)
-    w = loss_weight(t, schedule, weight_type)
-    w = w[:, None] if w.ndim == 1 else w
-    return normalize_loss(diffusion_token_loss(logits, input_ids, masked, w, b, i), labels, norm_type)
+    return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
 def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):
-    """Next-token CE under causal attention: logit i predicts token i+1, scored where
-    labels[:, i+1] != -100 (the LM head runs on those rows only), normalised as the diffusion
-    losses are (over the targets labels[:, 1:])."""
+    """Next-token CE under causal attention: logit i predicts token i+1, scored where labels[:, i+1]
+    != -100 (the LM head runs on those rows only), normalised over the targets labels[:, 1:]."""
     tgt = labels[:, 1:]
     b, i = (tgt != -100).nonzero(as_tuple=True)
     logits = model(input_ids, attention_mask=attention_mask, causal=True, logits_slice=(b, i))
-    ce = F.cross_entropy(logits.float(), tgt[b, i], reduction="none")
-    return normalize_loss(torch.zeros(tgt.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce), tgt,
-                          norm_type)
+    return normalize_loss(_token_ce(logits, tgt, b, i), tgt, norm_type)
