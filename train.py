@@ -106,6 +106,7 @@ wandb_run_name = ""
 # -----------------------------------------------------------------------------
 
 _rank, _world, _device = 0, 1, torch.device("cpu")  # set by setup_distributed
+_interrupted = False  # set by the first Ctrl-C
 
 
 def print0(*a):
@@ -175,8 +176,7 @@ _PROBE = ("Hello world! It's 2024-05-01, 3.14159 and 12345678 apples.\n\n  Inden
 
 
 def tiktoken_from_tokenizer_json(path):
-    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or ValueError saying why not.
-    nfc: normalize texts first; rare: the characters whose bytes the vocabulary lacks (or None)."""
+    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or ValueError saying why not."""
     import tiktoken
     with open(os.path.join(path, "tokenizer.json")) as f:
         tj = json.load(f)
@@ -277,9 +277,8 @@ def parse_dataset_args(spec):  # -> [(name, {k: v})]
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats: 1-4 digit addition, or sorting 10-16 numbers below 100 (answers of ~36 tokens,
-    long enough for parallel decoding to matter). The held-out rows are drawn first and never recur
-    in train: every run scores the same ones."""
+    """Seeded chats: 1-4 digit addition, or sorting 10-16 numbers below 100 (answers long enough for
+    parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
@@ -367,8 +366,7 @@ def row_has(row, k, v):
 
 
 def to_messages(row):
-    # alpaca (instruction, blank line, input), GSM8K and prompt/response rows become one user turn
-    # and one assistant turn
+    # alpaca (instruction, blank line, input), GSM8K and prompt/response rows: one user, one assistant turn
     if "messages" in row:
         return row["messages"]
     for q, a in (("instruction", "output"), ("question", "answer"), ("prompt", "response")):
@@ -423,9 +421,7 @@ def write_tokens(texts, encode, eos, path):  # -> the token count of a flat uint
     return n
 
 
-class Chunks:
-    """A flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens."""
-
+class Chunks:  # a flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens
     def __init__(self, tokens, lo, hi):
         self.tokens, self.lo, self.hi = tokens, lo, hi
 
@@ -596,23 +592,14 @@ def wrap(model, amp):
 
 
 # -----------------------------------------------------------------------------
-# objectives
-#
-# MDLM: t ~ U[eps, 1) per sequence; each scored position is masked with prob 1 - alpha(t);
-#   loss = sum_{masked i} w(t) * -log p(x0_i | x_t), w(t) = -alpha'(t) / (1 - alpha(t)) (1/t for
-#   linear alpha = 1 - t) or 1 (uniform), normalised by token / sequence / batch.
-# BD3LM: the same noise (t per sequence, or per block), one forward on x_t ⊕ x_0 under the
-#   block-diffusion mask, LM head on the x_t half only. block_size = L gives MDLM's loss.
-# AR: next-token cross-entropy under causal attention.
-#
+# objectives: MDLM, BD3LM (t per sequence, or per block) and AR; their math lives in model.py.
 # The noise is drawn for the *global* micro-batch from one generator seeded alike on every rank,
 # and each rank keeps its own rows: a run on N processes sees the same t and masks as one
 # process with the same global batch, so loss curves match across world sizes.
 
-def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
+def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type):
     """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
     ids, labels, keep = batch
-    weight_type, norm_type = weight_type or loss_weight_type, norm_type or loss_norm_type
     if objective == "ar":
         return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
     n, L = ids.shape
@@ -632,9 +619,8 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
 
 @torch.no_grad()
 def evaluate(model, rows, ids, amp):
-    """Held-out loss: the ELBO (scheduler weights) per scored token for diffusion, CE for AR.
-    Batch k always holds the same rows and draws its masks from seed + 1 + k, so every eval, at
-    any world size, scores the same masked inputs; ranks take batches round-robin."""
+    """Held-out loss per scored token: the ELBO (scheduler weights) for diffusion, CE for AR. Batch k
+    always holds the same rows and masks (seed + 1 + k): every eval, at any world size, scores the same."""
     B = per_device_eval_batch_size
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
@@ -642,7 +628,7 @@ def evaluate(model, rows, ids, amp):
         batch = batch_of([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
         gen = torch.Generator(device=_device).manual_seed(seed + 1 + k % n)
         with amp:
-            s = loss_of(model, batch, gen, slice(None), ids["mask"], weight_type="scheduler", norm_type="batch")
+            s = loss_of(model, batch, gen, slice(None), ids["mask"], "scheduler", "batch")
         if k < n:  # past n: a repeat that only keeps the ranks in step
             total += s.item() * B
             count += (batch[1][:, 1:] if objective == "ar" else batch[1]).ne(-100).sum().item()
@@ -692,8 +678,7 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
                     "rng": rngs}, os.path.join(tmp, "trainer_state.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
             json.dump({"step": step, "loss": loss, "options": options()}, f, indent=2)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
         # only the newest checkpoint keeps the optimizer state (2/3 of its size): older ones become weights only
         for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
@@ -836,26 +821,25 @@ def setup_training(raw, amp_dtype, total, ckpt):
 
 
 def open_log(ckpt, step):
-    """(log, wandb): log(dict) appends a line to output_dir/metrics.jsonl and sends it to wandb."""
-    fn = os.path.join(output_dir, "metrics.jsonl")
-    if _rank == 0:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
-        old = open(fn).readlines() if ckpt and os.path.exists(fn) else []
-        with open(fn, "w") as f:
-            f.writelines(line for line in old if json.loads(line)["step"] <= step)
-    wandb = None
-    if wandb_log and _rank == 0:
+    """(log, wandb): on rank 0, log(dict) appends a line to output_dir/metrics.jsonl and sends it to wandb."""
+    if _rank > 0:
+        return (lambda d: None), None
+    fn, wandb = os.path.join(output_dir, "metrics.jsonl"), None
+    old = open(fn).readlines() if ckpt and os.path.exists(fn) else []
+    with open(fn, "w") as f:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
+        f.writelines(line for line in old if json.loads(line)["step"] <= step)
+    if wandb_log:
         try:
             import wandb
             wandb.init(project=wandb_project, name=wandb_run_name or None, config=options())
         except ImportError:
-            print("notice: wandb is not installed; wandb_log=True does nothing", flush=True)
+            print0("notice: wandb is not installed; wandb_log=True does nothing")
 
     def log(d):
-        if _rank == 0:
-            with open(fn, "a") as f:
-                f.write(json.dumps(d) + "\n")
-            if wandb:
-                wandb.log(d, step=d["step"])
+        with open(fn, "a") as f:
+            f.write(json.dumps(d) + "\n")
+        if wandb:
+            wandb.log(d, step=d["step"])
     return log, wandb
 
 
@@ -875,18 +859,12 @@ def resume_command():
     return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
 
 
-def catch_ctrl_c():
-    """The first Ctrl-C asks the loop to finish its step, save it resumably and exit; a second one
-    ends the process at once. -> a list, non-empty once asked."""
-    stop = []
-
-    def handler(*_):
-        stop.append(True)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if _rank == 0:  # os.write: a print here could land inside one the loop is making
-            os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
-    signal.signal(signal.SIGINT, handler)
-    return stop
+def on_ctrl_c(*_):  # the first Ctrl-C: the loop finishes its step, saves it resumably and exits
+    global _interrupted
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one ends the process at once
+    if _rank == 0:  # os.write: a print here could land inside one the loop is making
+        os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
 
 
 def accumulate_gradients(model, raw, batches, gen, ids, amp):
@@ -903,7 +881,7 @@ def accumulate_gradients(model, raw, batches, gen, ids, amp):
             raw.set_requires_gradient_sync(last)
         with model.no_sync() if ddp and not last else contextlib.nullcontext():
             with amp:
-                loss = loss_of(model, batch, gen, mine, ids["mask"])
+                loss = loss_of(model, batch, gen, mine, ids["mask"], loss_weight_type, loss_norm_type)
             (loss / gradient_accumulation_steps).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
@@ -944,12 +922,13 @@ def main():
     if eval_on_start and step == 0:
         run_eval()
     save_every, eval_every = every(save_steps, total), every(eval_steps, total)
-    stop, loss, dt_avg, last_log = catch_ctrl_c(), None, None, time.time()
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    loss, dt_avg, last_log = None, None, time.time()
     while step < total:
         t0 = time.time()
         loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, ids, amp)
         # one all-reduce for the logged means and the Ctrl-C flag: a Ctrl-C on any rank stops them all
-        loss, gnorm, stopping = all_sum(loss, gnorm, len(stop))
+        loss, gnorm, stopping = all_sum(loss, gnorm, _interrupted)
         loss, gnorm = loss / _world, gnorm / _world
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             raise SystemExit(f"error: non-finite loss ({loss}) or grad norm ({gnorm}) at step {step + 1}; "
