@@ -138,7 +138,7 @@ def check_options():  # before any heavy work; each error says what to do
         (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
                                  "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
         *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in positive),
-        (objective == "bd3lm" and max_length % block_size,
+        (objective == "bd3lm" and block_size > 0 and max_length % block_size,
          f"bd3lm needs max_length ({max_length}) to be a multiple of block_size ({block_size})"),
         (not 0 < time_epsilon < 1, f"--time_epsilon={time_epsilon} must be in (0, 1)"),
         (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
