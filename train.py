@@ -105,7 +105,8 @@ wandb_project = "nanoA2D"
 wandb_run_name = ""
 # -----------------------------------------------------------------------------
 
-_rank, _world = 0, 1
+_rank, _world, _device = 0, 1, torch.device("cpu")  # set by setup_distributed
+_interrupted = False  # set by the first Ctrl-C
 
 
 def print0(*a):
@@ -113,9 +114,8 @@ def print0(*a):
         print(*a, flush=True)
 
 
-def options():
-    return {k: v for k, v in globals().items() if not k.startswith("_")
-            and isinstance(v, (int, float, str, bool)) and k != "__doc__"}
+def options():  # the run's settings, as trainer_state.json records them
+    return {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, bool))}
 
 
 _CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=("ddp", "fsdp"),
@@ -124,8 +124,7 @@ _CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=
                 truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"))
 
 
-def check_options():
-    """Every user-facing value, checked before any heavy work; each error says what to do."""
+def check_options():  # before any heavy work; each error says what to do
     for k, allowed in _CHOICES.items():
         if globals()[k] not in allowed:
             raise SystemExit(f"error: --{k}={globals()[k]!r}; choose one of: {', '.join(allowed)}")
@@ -139,8 +138,8 @@ def check_options():
         (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
                                  "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
         *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in positive),
-        (objective == "bd3lm" and max_length % block_size, f"bd3lm needs max_length ({max_length}) to be a multiple "
-                                                           f"of block_size ({block_size})"),
+        (objective == "bd3lm" and block_size > 0 and max_length % block_size,
+         f"bd3lm needs max_length ({max_length}) to be a multiple of block_size ({block_size})"),
         (not 0 < time_epsilon < 1, f"--time_epsilon={time_epsilon} must be in (0, 1)"),
         (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
          f"clipped t needs 0 <= t_min < t_max <= 1 and t_max > time_epsilon (got {t_min}, {t_max})"),
@@ -166,8 +165,8 @@ def check_options():
 
 
 # -----------------------------------------------------------------------------
-# tokenizer: tiktoken built from the model's tokenizer.json, ids identical to the HF tokenizer
-# (several times faster); HF tokenizers where the conversion does not apply.
+# tokenizer: tiktoken built from the model's tokenizer.json, ids identical to the HF tokenizer's and
+# several times faster; HF tokenizers where the conversion does not apply.
 
 # GPT-2's pre-tokenizer regex: what a ByteLevel pre-tokenizer with use_regex=true splits on
 _GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -176,16 +175,8 @@ _PROBE = ("Hello world! It's 2024-05-01, 3.14159 and 12345678 apples.\n\n  Inden
           "<|im_start|>user\nWhat is 4821 + 937?<|im_end|>\n<|endoftext|>  trailing   ")
 
 
-def byte_to_unicode():
-    # byte-level BPE stores bytes as printable characters: the printable latin-1 bytes map to
-    # themselves, the other 68 bytes to code points 256, 257, ... in byte order
-    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    extra = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
-
-
 def tiktoken_from_tokenizer_json(path):
-    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or (None, reason, None)."""
+    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or ValueError saying why not."""
     import tiktoken
     with open(os.path.join(path, "tokenizer.json")) as f:
         tj = json.load(f)
@@ -200,28 +191,33 @@ def tiktoken_from_tokenizer_json(path):
             byte_level = True
             pats += [_GPT2_PAT] if p.get("use_regex", True) else []
         else:
-            return None, f"pre-tokenizer {p.get('type')}", None
+            raise ValueError(f"pre-tokenizer {p.get('type')}")
     if bpe.get("type") != "BPE" or any(bpe.get(k) for k in ("dropout", "continuing_subword_prefix",
                                                               "end_of_word_suffix")):
-        return None, f"model {bpe.get('type')} is not plain BPE", None
+        raise ValueError(f"model {bpe.get('type')} is not plain BPE")
     if any(n.get("type") != "NFC" for n in norms) or not byte_level or len(pats) != 1:
-        return None, "not a byte-level BPE with one split regex and at most NFC", None
-    u2b, vocab = {c: b for b, c in byte_to_unicode().items()}, bpe["vocab"]
+        raise ValueError("not a byte-level BPE with one split regex and at most NFC")
+    # byte-level BPE writes bytes as printable characters: the printable latin-1 bytes stand for
+    # themselves, the other 68 bytes for code points 256, 257, ... in byte order
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    u2b = {chr(b): b for b in printable}
+    u2b.update((chr(256 + i), b) for i, b in enumerate(b for b in range(256) if b not in printable))
+    vocab = bpe["vocab"]
     ranks = {bytes([b]): vocab[c] for c, b in u2b.items() if c in vocab}
     missing = [b for c, b in u2b.items() if c not in vocab]
     if any(0x80 <= b < 0xC0 for b in missing):
-        return None, "a UTF-8 continuation byte has no token", None
+        raise ValueError("a UTF-8 continuation byte has no token")
     # tiktoken merges the adjacent pair whose result has the lowest id, HF BPE in the order of its
     # merges list: the same tokens iff ids grow with merge order
     last = -1
     for m in bpe["merges"]:
         a, b = m.split(" ", 1) if isinstance(m, str) else m
         if vocab.get(a + b, -1) <= last:
-            return None, "token ids do not follow the merge order", None
+            raise ValueError("token ids do not follow the merge order")
         last = ranks[bytes(u2b[c] for c in a + b)] = vocab[a + b]
     added = tj.get("added_tokens", [])
     if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
-        return None, "an added token strips whitespace", None
+        raise ValueError("an added token strips whitespace")
     enc = tiktoken.Encoding(name=os.path.basename(os.path.abspath(path)), pat_str=pats[0], mergeable_ranks=ranks,
                             special_tokens={t["content"]: t["id"] for t in added})
     # vocabularies may lack a few bytes (rare control chars, lead bytes of unassigned planes) where
@@ -235,12 +231,10 @@ def tiktoken_from_tokenizer_json(path):
 
 
 def make_encoder(path, tok):
-    """encode(list of str) -> list of id lists, equal to tok(texts, add_special_tokens=False)."""
+    """encode(list of str) -> list of id lists, equal to tok(texts, add_special_tokens=False);
+    encode.via_hf counts the texts that went to HF all the same."""
     hf = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]
-    try:
-        enc, nfc, rare = tiktoken_from_tokenizer_json(path)
-    except Exception as e:  # no or unusual tokenizer.json: the HF tokenizer still reads the model's files
-        enc, nfc = None, f"{type(e).__name__}: {e}"
+    hf.via_hf = 0
 
     def fast(texts):
         slow = [bool(rare and rare.search(t)) for t in texts]
@@ -251,39 +245,40 @@ def make_encoder(path, tok):
         fast.via_hf += sum(slow)
         return [hf([t])[0] if s else next(out) for t, s in zip(texts, slow)]
     fast.via_hf = 0
-    if enc is not None and fast([_PROBE]) == hf([_PROBE]):
-        print0("tokenizer: tiktoken, built from tokenizer.json")
-        return fast
-    why = nfc if enc is None else "its ids differ from the HF tokenizer on a probe text"
-    print0(f"notice: cannot convert the tokenizer to tiktoken ({why}); tokenizing with HF tokenizers (slower)")
-    return hf
+    try:
+        enc, nfc, rare = tiktoken_from_tokenizer_json(path)
+        if fast([_PROBE]) != hf([_PROBE]):
+            raise ValueError("its ids differ from the HF tokenizer on a probe text")
+    except Exception as e:  # no or unusual tokenizer.json, or no tiktoken: HF reads any model's files
+        print0(f"notice: cannot convert the tokenizer to tiktoken ({type(e).__name__}: {e}); tokenizing with "
+               f"HF tokenizers (slower)")
+        return hf
+    print0("tokenizer: tiktoken, built from tokenizer.json")
+    return fast
 
 
 # -----------------------------------------------------------------------------
 # data sources: "a+b+c[k:v]" where [train:N] / [test:N] cap a split, [name:X] picks an HF
 # config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort make chats.
 
-def parse_dataset_args(spec):
+def parse_dataset_args(spec):  # -> [(name, {k: v})]
     out = []
     for part in filter(None, (p.strip() for p in spec.split("+"))):
         name, _, inner = part.partition("[")
-        kv = {}
-        for item in filter(None, (s.strip() for s in inner.rstrip("]").split(","))):
+        items = [s.strip() for s in inner.rstrip("]").split(",") if s.strip()]
+        for item in items:
             if ":" not in item:
                 raise SystemExit(f"error: dataset_args entry {item!r} in {part!r} must be key:value, "
                                  f"e.g. tatsu-lab/alpaca[train:5000] or opc-sft-stage1[lang:python]")
-            k, v = item.split(":", 1)
-            kv[k.strip()] = v.strip()
-        out.append((name.strip(), kv))
+        out.append((name.strip(), {k.strip(): v.strip() for k, v in (s.split(":", 1) for s in items)}))
     if not out:
         raise SystemExit("error: --dataset_args is empty")
     return out
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats: 1-4 digit addition (answers of ~4 tokens), or sorting 10-16 numbers below 100
-    (answers of ~36 tokens, long enough for parallel decoding to matter). The held-out rows come
-    first from a fixed seed and never recur in train: every run scores the same ones."""
+    """Seeded chats: 1-4 digit addition, or sorting 10-16 numbers below 100 (answers long enough for
+    parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
@@ -293,19 +288,18 @@ def synthetic_rows(kind, n_train, n_test):
         xs = [rng.randrange(100) for _ in range(rng.randint(10, 16))]
         return "Sort ascending: " + " ".join(map(str, xs)), " ".join(map(str, sorted(xs)))
 
-    test = {}
+    test, train = {}, []
     while len(test) < n_test:
         test.setdefault(*draw())
-    train = []
     while len(train) < n_train:
         q, a = draw()
-        train += [] if q in test else [(q, a)]
+        if q not in test:
+            train.append((q, a))
     chat = lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
     return [chat(*r) for r in train], [chat(*r) for r in test.items()]
 
 
-def read_file(fn):
-    # a .txt file is one document; .jsonl/.json one row per line (or a json list); .parquet rows
+def read_file(fn):  # .txt: one document; .jsonl/.json: a row per line (or a json list); .parquet: rows
     if fn.endswith(".txt"):
         with open(fn, encoding="utf-8") as f:
             yield {text_field: f.read()}
@@ -332,17 +326,15 @@ def load_source(name, kv):
     elif os.path.exists(name):
         files = sorted(f for f in glob.glob(os.path.join(name, "**", "*"), recursive=True)
                        if f.endswith((".txt", ".jsonl", ".json", ".parquet"))) if os.path.isdir(name) else [name]
-        gen = lambda: (r for f in files for r in read_file(f) if keep(r))
-        train, test = (gen if streaming else list(gen())), None
+        rows = lambda: (r for f in files for r in read_file(f) if keep(r))
+        train, test = (rows if streaming else list(rows())), None
     else:
         import datasets
         try:
-            if hf_name is None and len(datasets.get_dataset_config_names(name)) > 1:
-                # several configs and none named: all of them, one after another (the reference's OPC loader)
-                parts = [datasets.load_dataset(name, c, streaming=streaming)
-                         for c in datasets.get_dataset_config_names(name)]
-                ds = {s: datasets.concatenate_datasets([p[s] for p in parts if s in p])
-                      for s in set().union(*parts)}
+            configs = datasets.get_dataset_config_names(name) if hf_name is None else [hf_name]
+            if len(configs) > 1:  # several configs and none named: all of them (the reference's OPC loader)
+                parts = [datasets.load_dataset(name, c, streaming=streaming) for c in configs]
+                ds = {s: datasets.concatenate_datasets([p[s] for p in parts if s in p]) for s in set().union(*parts)}
             else:
                 ds = datasets.load_dataset(name, hf_name, streaming=streaming)
         except Exception as e:
@@ -362,8 +354,8 @@ def load_source(name, kv):
 
 
 def row_has(row, k, v):
-    """[k:v]: the row's field k equals v; a chat row without field k passes when its assistant reply
-    holds v (the reference's [lang:python] on OpenCoder's SFT chats, whose rows name no language)."""
+    # [k:v]: field k equals v; a chat row without field k passes when its assistant reply holds v
+    # (the reference's [lang:python] on OpenCoder's SFT chats, whose rows name no language)
     if k in row:
         return str(row[k]) == v
     replies = [m["content"] for m in row.get("messages", []) if m.get("role") == "assistant"]
@@ -374,8 +366,7 @@ def row_has(row, k, v):
 
 
 def to_messages(row):
-    """Chat messages: `messages` rows as they are; alpaca, GSM8K and prompt/response rows turned into
-    one user turn (alpaca: instruction, blank line, input) and one assistant turn."""
+    # alpaca (instruction, blank line, input), GSM8K and prompt/response rows: one user, one assistant turn
     if "messages" in row:
         return row["messages"]
     for q, a in (("instruction", "output"), ("question", "answer"), ("prompt", "response")):
@@ -384,6 +375,12 @@ def to_messages(row):
             return [{"role": "user", "content": user}, {"role": "assistant", "content": row[a].strip()}]
     raise SystemExit(f"error: cannot turn a row with fields {sorted(row)} into chat messages; sft rows need "
                      f"messages, instruction/input/output, question/answer or prompt/response")
+
+
+def text_of(row):
+    if text_field not in row:
+        raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
+    return row[text_field]
 
 
 def split_off(rows, test):
@@ -408,19 +405,13 @@ def cache_key(*parts):
     return h.hexdigest()[:16]
 
 
-def token_stream(texts, encode, eos):
-    """Documents -> token id lists, tokenized 512 at a time, EOS appended when insert_eos."""
-    buf = []
-    for text in itertools.chain(texts, [None]):
-        if text is not None:
-            buf.append(text)
-        if len(buf) == 512 or (text is None and buf):
-            yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(buf))
-            buf = []
+def token_stream(texts, encode, eos):  # documents -> token id lists (EOS appended when insert_eos)
+    texts = iter(texts)
+    while batch := list(itertools.islice(texts, 512)):
+        yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(batch))
 
 
-def write_tokens(texts, encode, eos, path):
-    """Stream documents through the tokenizer into a flat uint32 file; atomic (temp file + rename)."""
+def write_tokens(texts, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
     n = 0
     with open(path + ".tmp", "wb") as f:
         for ids in token_stream(texts, encode, eos):
@@ -430,9 +421,7 @@ def write_tokens(texts, encode, eos, path):
     return n
 
 
-class Chunks:
-    """A flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens."""
-
+class Chunks:  # a flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens
     def __init__(self, tokens, lo, hi):
         self.tokens, self.lo, self.hi = tokens, lo, hi
 
@@ -442,12 +431,6 @@ class Chunks:
     def __getitem__(self, i):
         a = (self.lo + i) * max_length
         return self.tokens[a:a + max_length].astype(np.int64), 0
-
-
-def text_of(row):
-    if text_field not in row:
-        raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
-    return row[text_field]
 
 
 def prepare_pt(encode, eos, cache):
@@ -462,7 +445,7 @@ def prepare_pt(encode, eos, cache):
         # train last: its file marks the cache complete
         n = write_tokens((text_of(r) for tr, _ in sources for r in tr), encode, eos, paths["train"])
         print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}"
-               f" ({getattr(encode, 'via_hf', 0)} texts via HF: characters the BPE vocabulary lacks)")
+               f" ({encode.via_hf} texts via HF: characters the BPE vocabulary lacks)")
     barrier()
     tokens = np.memmap(paths["train"], dtype=np.uint32, mode="r")
     n_chunks = len(tokens) // max_length if drop_tail else -(-len(tokens) // max_length)
@@ -475,11 +458,14 @@ def prepare_pt(encode, eos, cache):
 
 
 def prepare_sft(tok, encode, cache):
-    """SFT rows (ids, prompt_len): chat template rendered, tokenized once into <cache>/sft-<key>-*.npy."""
+    """SFT rows (ids, prompt_len): chats rendered and tokenized once into <cache>/sft-<key>-*."""
     if not tok.chat_template:
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
     base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
+    # thinking off whatever the template's default (the reference does so for every Qwen tokenizer);
+    # templates without the switch ignore it
+    render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
         for name, kv in parse_dataset_args(dataset_args):
@@ -489,9 +475,6 @@ def prepare_sft(tok, encode, cache):
             ids, plens = [], []
             for a in range(0, len(convs), 4096):  # in slices: a million chats never sit in python lists
                 part = convs[a:a + 4096]
-                # thinking off whatever the template's default (the reference does so for every Qwen
-                # tokenizer); templates without the switch ignore it
-                render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
                 ids += [np.asarray(x, dtype=np.uint32) for x in encode([render(m) for m in part])]
                 # the prompt: all but the last message, then the assistant header; its tokens get -100
                 plens += [len(p) for p in encode([render(m[:-1], add_generation_prompt=True) for m in part])]
@@ -503,8 +486,8 @@ def prepare_sft(tok, encode, cache):
                                      "answer": m[-1]["content"]}) + "\n" for m in splits["test"])
         os.replace(base + "-test.jsonl.tmp", base + "-test.jsonl")
         print0(f"tokenized {len(splits['train']):,} train / {len(splits['test']):,} held-out chats in "
-               f"{time.time() - t0:.1f}s -> {base}-* ({getattr(encode, 'via_hf', 0)} texts via HF: characters "
-               f"the BPE vocabulary lacks)")
+               f"{time.time() - t0:.1f}s -> {base}-* ({encode.via_hf} texts via HF: characters the BPE "
+               f"vocabulary lacks)")
     barrier()
     if _rank == 0:  # the held-out chats, for scripts that score generations later
         shutil.copyfile(base + "-test.jsonl", os.path.join(output_dir, "heldout.jsonl"))
@@ -521,13 +504,6 @@ def prepare_sft(tok, encode, cache):
                f"{sum(len(r[0]) > max_length for r in fits):,} clipped")
         out.append(fits)
     return out
-
-
-def batch_of(rows, ids):
-    # model.collate holds the padding rules of each objective (the reference's collators)
-    x, y, keep = collate(rows, ids, objective, max_length, block_size, task == "sft", mask_prompt_loss,
-                         right_shift_logits, mdlm_pad_loss)
-    return x.to(_device), y.to(_device), None if keep is None else keep.to(_device)
 
 
 def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
@@ -564,20 +540,19 @@ def buffer_shuffle(items, rng, size=1000):
     yield from buf
 
 
+def batch_of(rows, ids):  # model.collate holds each objective's padding rules (the reference's collators)
+    x, y, keep = collate(rows, ids, objective, max_length, block_size, task == "sft", mask_prompt_loss,
+                         right_shift_logits, mdlm_pad_loss)
+    return x.to(_device), y.to(_device), None if keep is None else keep.to(_device)
+
+
 # -----------------------------------------------------------------------------
-# distributed
-
-_device = torch.device("cpu")
-
+# distributed: one entry point for python and torchrun (multi-node too), nccl on CUDA, gloo on CPU
 
 def setup_distributed():
-    """One entry point for python and torchrun (multi-node too): nccl on CUDA, gloo on CPU."""
     global _rank, _world, _device
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if dev == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device=cuda but no CUDA device is visible; use --device=cpu")
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    _device = torch.device(f"cuda:{local}" if dev == "cuda" else "cpu")
+    _device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if dev == "cuda" else "cpu")
     if dev == "cuda":
         torch.cuda.set_device(_device)
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -617,23 +592,14 @@ def wrap(model, amp):
 
 
 # -----------------------------------------------------------------------------
-# objectives
-#
-# MDLM: t ~ U[eps, 1) per sequence; each scored position is masked with prob 1 - alpha(t);
-#   loss = sum_{masked i} w(t) * -log p(x0_i | x_t), w(t) = -alpha'(t) / (1 - alpha(t)) (1/t for
-#   linear alpha = 1 - t) or 1 (uniform), normalised by token / sequence / batch.
-# BD3LM: the same noise (t per sequence, or per block), one forward on x_t ⊕ x_0 under the
-#   block-diffusion mask, LM head on the x_t half only. block_size = L gives MDLM's loss.
-# AR: next-token cross-entropy under causal attention.
-#
+# objectives: MDLM, BD3LM (t per sequence, or per block) and AR; their math lives in model.py.
 # The noise is drawn for the *global* micro-batch from one generator seeded alike on every rank,
 # and each rank keeps its own rows: a run on N processes sees the same t and masks as one
 # process with the same global batch, so loss curves match across world sizes.
 
-def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
+def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type):
     """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
     ids, labels, keep = batch
-    weight_type, norm_type = weight_type or loss_weight_type, norm_type or loss_norm_type
     if objective == "ar":
         return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
     n, L = ids.shape
@@ -653,9 +619,8 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type=None, norm_type=None):
 
 @torch.no_grad()
 def evaluate(model, rows, ids, amp):
-    """Held-out loss: the ELBO (scheduler weights) per scored token for diffusion, CE for AR.
-    Batch k always holds the same rows and draws its masks from seed + 1 + k, so every eval, at
-    any world size, scores the same masked inputs; ranks take batches round-robin."""
+    """Held-out loss per scored token: the ELBO (scheduler weights) for diffusion, CE for AR. Batch k
+    always holds the same rows and masks (seed + 1 + k): every eval, at any world size, scores the same."""
     B = per_device_eval_batch_size
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
@@ -663,7 +628,7 @@ def evaluate(model, rows, ids, amp):
         batch = batch_of([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
         gen = torch.Generator(device=_device).manual_seed(seed + 1 + k % n)
         with amp:
-            s = loss_of(model, batch, gen, slice(None), ids["mask"], weight_type="scheduler", norm_type="batch")
+            s = loss_of(model, batch, gen, slice(None), ids["mask"], "scheduler", "batch")
         if k < n:  # past n: a repeat that only keeps the ranks in step
             total += s.item() * B
             count += (batch[1][:, 1:] if objective == "ar" else batch[1]).ne(-100).sum().item()
@@ -678,7 +643,7 @@ def evaluate(model, rows, ids, amp):
 
 def find_checkpoint():
     done = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
-            if os.path.exists(os.path.join(d, "trainer_state.pt")) and os.path.exists(os.path.join(d, "trainer_state.json"))]
+            if all(os.path.exists(os.path.join(d, f)) for f in ("trainer_state.pt", "trainer_state.json"))]
     step = lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"]
     return max(done, key=step, default=None)
 
@@ -713,15 +678,15 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
                     "rng": rngs}, os.path.join(tmp, "trainer_state.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
             json.dump({"step": step, "loss": loss, "options": options()}, f, indent=2)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
         # only the newest checkpoint keeps the optimizer state (2/3 of its size): older ones become weights only
         for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
             if os.path.dirname(old) != final:
                 os.remove(old)
-        numbered = sorted((d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
-                           if re.fullmatch(r"checkpoint-\d+", os.path.basename(d))), key=lambda d: int(d[d.rindex("-") + 1:]))
+        numbered = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
+                    if re.fullmatch(r"checkpoint-\d+", os.path.basename(d))]
+        numbered.sort(key=lambda d: int(d.rsplit("-", 1)[1]))
         for d in numbered[:-save_total_limit] if save_total_limit else []:
             shutil.rmtree(d)
         size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(final, "*")))
@@ -729,7 +694,8 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
     barrier()
 
 
-def restore(state, raw, opt, sched, gen):
+def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
+    state = torch.load(os.path.join(ckpt, "trainer_state.pt"), weights_only=False)
     if _world > 1 and parallel == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         set_optimizer_state_dict(raw, opt, state["optimizer"] if _rank == 0 else {},
@@ -747,37 +713,11 @@ def restore(state, raw, opt, sched, gen):
     gen.set_state(rng["noise"])
     if rng["cuda"] is not None and _device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"])
+    return state["step"]
 
 
 # -----------------------------------------------------------------------------
 # the run
-
-def lr_factor(step, total):
-    # HF's schedules (the reference's): linear warmup from 0, then cosine / linear decay to
-    # min_lr_ratio (or constant)
-    warm = warmup_steps or math.ceil(warmup_ratio * total)
-    if step < warm:
-        return step / warm
-    p = min(1.0, (step - warm) / max(1, total - warm))
-    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1 - p, "constant": 1.0}[lr_scheduler_type]
-    return min_lr_ratio + (1 - min_lr_ratio) * decay
-
-
-def every(x, total):  # save_steps / eval_steps: a step count, or a fraction of the run
-    return 0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
-
-
-def resume_command():
-    """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
-    args, prev = [], ""
-    for a in sys.argv[1:]:
-        if not (re.fullmatch(r"--(resume|overwrite)(=.*)?", a) or re.fullmatch(r"--(resume|overwrite)", prev)
-                and a.lower() in ("true", "false", "1", "0", "yes", "no")):
-            args.append(a)
-        prev = a
-    launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]
-    return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
-
 
 def load(transformers):
     """(model, tokenizer, ids, checkpoint): the newest complete checkpoint's exact fp32 weights when
@@ -808,9 +748,144 @@ def load(transformers):
     if ids["eos"] is None or (right_shift_logits and ids["bos"] is None):
         raise SystemExit("error: the tokenizer needs an eos token (and a bos token for right_shift_logits=True)")
     cfg.model_type = cfg.family if objective == "ar" else "a2d-" + cfg.family
-    cfg.objective, cfg.block_size, cfg.right_shift_logits, cfg.mask_token_id = (objective, block_size,
-                                                                               right_shift_logits, ids["mask"])
+    cfg.objective, cfg.block_size, cfg.right_shift_logits = objective, block_size, right_shift_logits
+    cfg.mask_token_id = ids["mask"]
     return raw, tok, ids, ckpt
+
+
+def load_data(tok, eos):
+    """(train, held-out rows), a row being (token ids, prompt length). For a stream, train is a
+    function that starts a training pass (global_batches replays it)."""
+    encode = make_encoder(model_name_or_path, tok)
+    cache = cache_dir or os.path.join(output_dir, "data")
+    os.makedirs(cache, exist_ok=True)
+    if streaming:  # the first eval_iters batches of chunks are held out, every pass
+        docs = load_source(*parse_dataset_args(dataset_args)[0])[0]
+        head = stream_chunks(docs, encode, eos, 0)
+        eval_rows = [next(head) for _ in range(eval_iters * per_device_eval_batch_size if eval_fraction else 0)]
+        return lambda: stream_chunks(docs, encode, eos, len(eval_rows), shuffle=True), eval_rows
+    train, eval_rows = prepare_pt(encode, eos, cache) if task == "pt" else prepare_sft(tok, encode, cache)
+    need = _world * per_device_train_batch_size * gradient_accumulation_steps
+    if len(train) < need:
+        raise SystemExit(f"error: {len(train)} training rows do not fill one global batch of {need}; "
+                         f"lower the batch size or add data")
+    return train, eval_rows
+
+
+def global_batches(train, start):
+    """The rows of each global micro-batch from number `start` on. Batch m is a pure function of m
+    (epoch e's order is drawn from seed + e), so a resumed run reads what an uninterrupted one would."""
+    R = _world * per_device_train_batch_size
+    if streaming:
+        chunks = train()
+        for _ in range(start * R):  # exact, but it re-reads the stream
+            next(chunks)
+        while True:
+            yield [next(chunks) for _ in range(R)]
+    per_epoch = len(train) // R
+    for m in itertools.count(start):
+        e, i = divmod(m, per_epoch)
+        if i == 0 or m == start:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + e)).tolist()
+        yield [train[j] for j in order[i * R:(i + 1) * R]]
+
+
+def lr_factor(step, total):
+    # HF's schedules (the reference's): linear warmup from 0, then cosine / linear decay to
+    # min_lr_ratio (or constant)
+    warm = warmup_steps or math.ceil(warmup_ratio * total)
+    if step < warm:
+        return step / warm
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1 - p, "constant": 1.0}[lr_scheduler_type]
+    return min_lr_ratio + (1 - min_lr_ratio) * decay
+
+
+def setup_training(raw, amp_dtype, total, ckpt):
+    """(model to call, optimizer, lr schedule, noise generator, step), restored from ckpt if given."""
+    model = wrap(raw, amp_dtype)
+    params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
+    gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
+    step = 0
+    if ckpt:
+        step = restore(ckpt, raw, opt, sched, gen)
+        print0(f"resumed from {ckpt} at step {step}")
+    if compile:
+        model = torch.compile(model)
+    model.train()
+    return model, opt, sched, gen, step
+
+
+def open_log(ckpt, step):
+    """(log, wandb): on rank 0, log(dict) appends a line to output_dir/metrics.jsonl and sends it to wandb."""
+    if _rank > 0:
+        return (lambda d: None), None
+    fn, wandb = os.path.join(output_dir, "metrics.jsonl"), None
+    old = open(fn).readlines() if ckpt and os.path.exists(fn) else []
+    with open(fn, "w") as f:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
+        f.writelines(line for line in old if json.loads(line)["step"] <= step)
+    if wandb_log:
+        try:
+            import wandb
+            wandb.init(project=wandb_project, name=wandb_run_name or None, config=options())
+        except ImportError:
+            print0("notice: wandb is not installed; wandb_log=True does nothing")
+
+    def log(d):
+        with open(fn, "a") as f:
+            f.write(json.dumps(d) + "\n")
+        if wandb:
+            wandb.log(d, step=d["step"])
+    return log, wandb
+
+
+def every(x, total):  # save_steps / eval_steps: a step count, or a fraction of the run
+    return 0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
+
+
+def resume_command():
+    """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
+    args, prev = [], ""
+    for a in sys.argv[1:]:
+        if not (re.fullmatch(r"--(resume|overwrite)(=.*)?", a) or re.fullmatch(r"--(resume|overwrite)", prev)
+                and a.lower() in ("true", "false", "1", "0", "yes", "no")):
+            args.append(a)
+        prev = a
+    launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]
+    return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
+
+
+def on_ctrl_c(*_):  # the first Ctrl-C: the loop finishes its step, saves it resumably and exits
+    global _interrupted
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one ends the process at once
+    if _rank == 0:  # os.write: a print here could land inside one the loop is making
+        os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
+
+
+def accumulate_gradients(model, raw, batches, gen, ids, amp):
+    """Forward and backward over gradient_accumulation_steps global micro-batches (this rank's rows of
+    each); -> (this rank's mean loss, tokens in the global batch, clipped gradient norm)."""
+    ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
+    mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
+    loss_sum, tokens = 0.0, 0
+    for micro in range(gradient_accumulation_steps):
+        batch = batch_of(next(batches), ids)
+        tokens += batch[0].numel()
+        last = micro == gradient_accumulation_steps - 1
+        if fsdp:  # gradients are reduced across ranks on the last micro-step only
+            raw.set_requires_gradient_sync(last)
+        with model.no_sync() if ddp and not last else contextlib.nullcontext():
+            with amp:
+                loss = loss_of(model, batch, gen, mine, ids["mask"], loss_weight_type, loss_norm_type)
+            (loss / gradient_accumulation_steps).backward()
+        loss_sum += loss.detach()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
+    return loss_sum / gradient_accumulation_steps, tokens, gnorm.full_tensor() if fsdp else gnorm
 
 
 def main():
@@ -824,122 +899,39 @@ def main():
     print0(f"dtype {str(amp_dtype).removeprefix('torch.')} ({why})")
     amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else contextlib.nullcontext()
     raw, tok, ids, ckpt = load(transformers)
-
-    # data: step -> rows is a pure function (an epoch's permutation is seeded by seed + epoch)
-    encode = make_encoder(model_name_or_path, tok)
-    cache = cache_dir or os.path.join(output_dir, "data")
-    os.makedirs(cache, exist_ok=True)
-    R = _world * per_device_train_batch_size  # rows per global micro-batch
-    if streaming:  # the first eval_iters batches of chunks are held out, every pass
-        docs = load_source(*parse_dataset_args(dataset_args)[0])[0]
-        head = stream_chunks(docs, encode, ids["eos"], 0)
-        eval_rows = [next(head) for _ in range(eval_iters * per_device_eval_batch_size if eval_fraction else 0)]
-    else:
-        train_rows, eval_rows = prepare_pt(encode, ids["eos"], cache) if task == "pt" else \
-            prepare_sft(tok, encode, cache)
-        per_epoch = len(train_rows) // R
-        if per_epoch < gradient_accumulation_steps:
-            raise SystemExit(f"error: {len(train_rows)} training rows do not fill one global batch of "
-                             f"{R * gradient_accumulation_steps}; lower the batch size or add data")
+    train_rows, eval_rows = load_data(tok, ids["eos"])
     if prepare_data_only:
         return print0("prepare_data_only=True: data cached, exiting")
-    total = max_steps if max_steps > 0 else math.ceil(num_train_epochs * (per_epoch // gradient_accumulation_steps))
-    perm = {}
-
-    def global_rows(m):  # the rows of global micro-batch m
-        if streaming:
-            return [next(stream) for _ in range(R)]
-        e, i = divmod(m, per_epoch)
-        if e not in perm:
-            perm.clear()
-            perm[e] = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed + e)).tolist()
-        return [train_rows[j] for j in perm[e][i * R:(i + 1) * R]]
-
-    # model, then the optimiser over the (sharded) parameters; weight decay on matrices only
-    model = wrap(raw, amp_dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
-    gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
-    step = 0
-    if ckpt:
-        state = torch.load(os.path.join(ckpt, "trainer_state.pt"), weights_only=False)
-        restore(state, raw, opt, sched, gen)
-        step = state["step"]
-        print0(f"resumed from {ckpt} at step {step}")
-    if streaming:
-        stream = stream_chunks(docs, encode, ids["eos"], len(eval_rows), shuffle=True)
-        for _ in range(step * gradient_accumulation_steps * R):  # exact, but it re-reads the stream
-            next(stream)
-    if compile:
-        model = torch.compile(model)
-    model.train()
-
-    metrics_fn = os.path.join(output_dir, "metrics.jsonl")
-    if _rank == 0:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
-        old = open(metrics_fn).readlines() if ckpt and os.path.exists(metrics_fn) else []
-        with open(metrics_fn, "w") as f:
-            f.writelines(line for line in old if json.loads(line)["step"] <= step)
-    wandb = None
-    if wandb_log and _rank == 0:
-        try:
-            import wandb
-            wandb.init(project=wandb_project, name=wandb_run_name or None, config=options())
-        except ImportError:
-            print("notice: wandb is not installed; wandb_log=True does nothing", flush=True)
-
-    def log(d):
-        if _rank == 0:
-            with open(metrics_fn, "a") as f:
-                f.write(json.dumps(d) + "\n")
-            if wandb:
-                wandb.log(d, step=d["step"])
+    R = _world * per_device_train_batch_size  # rows per global micro-batch
+    total = max_steps if max_steps > 0 else \
+        math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
+    model, opt, sched, gen, step = setup_training(raw, amp_dtype, total, ckpt)
+    batches = global_batches(train_rows, step * gradient_accumulation_steps)
+    log, wandb = open_log(ckpt, step)
+    print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
+           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
+    if 0 < len(eval_rows) < per_device_eval_batch_size:
+        print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
 
     def run_eval():
         if len(eval_rows) >= per_device_eval_batch_size:
             loss = evaluate(model, eval_rows, ids, amp)
             print0(f"eval step {step}: loss {loss:.4f} | ppl {math.exp(min(loss, 50)):.2f}")
             log({"step": step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50))})
-            model.train()
 
-    print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
-           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
-    if 0 < len(eval_rows) < per_device_eval_batch_size:
-        print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
     if eval_on_start and step == 0:
         run_eval()
-    mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
-    ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
-    save_every, eval_every, dt_avg, loss_val = every(save_steps, total), every(eval_steps, total), None, None
-    stop, last_log = [], time.time()
-
-    def on_ctrl_c(*_):  # the first Ctrl-C: finish this step, save it resumably, exit (see the loop's end)
-        stop.append(True)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one ends the process at once
-        if _rank == 0:  # os.write: a print here could land inside one the loop is making
-            os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
+    save_every, eval_every = every(save_steps, total), every(eval_steps, total)
     signal.signal(signal.SIGINT, on_ctrl_c)
+    loss, dt_avg, last_log = None, None, time.time()
     while step < total:
-        t0, loss_sum, tokens = time.time(), 0.0, 0
-        for micro in range(gradient_accumulation_steps):
-            batch = batch_of(global_rows(step * gradient_accumulation_steps + micro), ids)
-            tokens += batch[0].numel()
-            last = micro == gradient_accumulation_steps - 1
-            if fsdp:  # gradients are reduced across ranks on the last micro-step only
-                raw.set_requires_gradient_sync(last)
-            with model.no_sync() if ddp and not last else contextlib.nullcontext():
-                with amp:
-                    loss = loss_of(model, batch, gen, mine, ids["mask"])
-                (loss / gradient_accumulation_steps).backward()
-            loss_sum += loss.detach()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
-        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
-        loss_val, gnorm, stopping = all_sum(loss_sum / gradient_accumulation_steps, gnorm, len(stop))
-        loss_val, gnorm = loss_val / _world, gnorm / _world
-        if not (math.isfinite(loss_val) and math.isfinite(gnorm)):
-            raise SystemExit(f"error: non-finite loss ({loss_val}) or grad norm ({gnorm}) at step {step + 1}; "
+        t0 = time.time()
+        loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, ids, amp)
+        # one all-reduce for the logged means and the Ctrl-C flag: a Ctrl-C on any rank stops them all
+        loss, gnorm, stopping = all_sum(loss, gnorm, _interrupted)
+        loss, gnorm = loss / _world, gnorm / _world
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            raise SystemExit(f"error: non-finite loss ({loss}) or grad norm ({gnorm}) at step {step + 1}; "
                              f"stopped before the update, no checkpoint written. Newest good checkpoint: "
                              f"{find_checkpoint()}. Lower --learning_rate or check the data, then --resume=True")
         lr = sched.get_last_lr()[0]
@@ -951,18 +943,18 @@ def main():
         dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt
         if step % log_steps == 0 or step in (1, total) or time.time() - last_log > 30:  # never silent for long
             last_log, eta = time.time(), dt_avg * (total - step)
-            print0(f"step {step}/{total} | loss {loss_val:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
+            print0(f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
                    f"dt {dt * 1000:.0f}ms | tok/s {tokens / dt:,.0f} | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
-            log({"step": step, "loss": loss_val, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt})
-        if eval_every and step % eval_every == 0 and step < total:
+            log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt})
+        if step < total and eval_every and step % eval_every == 0:
             run_eval()
-        if (save_every and step % save_every == 0 or stopping) and step < total:
-            save_checkpoint(f"checkpoint-{step}", step, raw, tok, opt, sched, gen, loss_val)
-        if stopping and step < total:  # a Ctrl-C on any rank stops them all after the same step
+        if step < total and (stopping or save_every and step % save_every == 0):
+            save_checkpoint(f"checkpoint-{step}", step, raw, tok, opt, sched, gen, loss)
+        if step < total and stopping:
             print0(f"interrupted at step {step}; continue with: {resume_command()}")
             raise SystemExit(130)
     run_eval()
-    save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss_val)
+    save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss)
     if wandb:
         wandb.finish()
     if _world > 1:
