@@ -28,7 +28,6 @@ import shutil
 import signal
 import sys
 import time
-import unicodedata
 
 import numpy as np
 import torch
@@ -162,99 +161,6 @@ def check_options():  # before any heavy work; each error says what to do
     for bad, message in problems:
         if bad:
             raise SystemExit("error: " + message)
-
-
-# -----------------------------------------------------------------------------
-# tokenizer: tiktoken built from the model's tokenizer.json, ids identical to the HF tokenizer's and
-# several times faster; HF tokenizers where the conversion does not apply.
-
-# GPT-2's pre-tokenizer regex: what a ByteLevel pre-tokenizer with use_regex=true splits on
-_GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_PROBE = ("Hello world! It's 2024-05-01, 3.14159 and 12345678 apples.\n\n  Indented\tTabs   \r\n"
-          "Ünïcödé: naïve café, 日本語のテキスト, emoji 🤖🎉, Ελληνικά, русский. "
-          "<|im_start|>user\nWhat is 4821 + 937?<|im_end|>\n<|endoftext|>  trailing   ")
-
-
-def tiktoken_from_tokenizer_json(path):
-    """(tiktoken.Encoding, nfc, rare) reproducing path/tokenizer.json, or ValueError saying why not."""
-    import tiktoken
-    with open(os.path.join(path, "tokenizer.json")) as f:
-        tj = json.load(f)
-    bpe, norm, pre = tj["model"], tj.get("normalizer") or {}, tj.get("pre_tokenizer") or {}
-    norms = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm] if norm else []
-    pats, byte_level = [], False
-    for p in pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]:
-        if p.get("type") == "Split" and "Regex" in p.get("pattern", {}) and p.get("behavior") == "Isolated" \
-                and not p.get("invert"):
-            pats.append(p["pattern"]["Regex"])
-        elif p.get("type") == "ByteLevel" and not p.get("add_prefix_space"):
-            byte_level = True
-            pats += [_GPT2_PAT] if p.get("use_regex", True) else []
-        else:
-            raise ValueError(f"pre-tokenizer {p.get('type')}")
-    if bpe.get("type") != "BPE" or any(bpe.get(k) for k in ("dropout", "continuing_subword_prefix",
-                                                              "end_of_word_suffix")):
-        raise ValueError(f"model {bpe.get('type')} is not plain BPE")
-    if any(n.get("type") != "NFC" for n in norms) or not byte_level or len(pats) != 1:
-        raise ValueError("not a byte-level BPE with one split regex and at most NFC")
-    # byte-level BPE writes bytes as printable characters: the printable latin-1 bytes stand for
-    # themselves, the other 68 bytes for code points 256, 257, ... in byte order
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    u2b = {chr(b): b for b in printable}
-    u2b.update((chr(256 + i), b) for i, b in enumerate(b for b in range(256) if b not in printable))
-    vocab = bpe["vocab"]
-    ranks = {bytes([b]): vocab[c] for c, b in u2b.items() if c in vocab}
-    missing = [b for c, b in u2b.items() if c not in vocab]
-    if any(0x80 <= b < 0xC0 for b in missing):
-        raise ValueError("a UTF-8 continuation byte has no token")
-    # tiktoken merges the adjacent pair whose result has the lowest id, HF BPE in the order of its
-    # merges list: the same tokens iff ids grow with merge order
-    last = -1
-    for m in bpe["merges"]:
-        a, b = m.split(" ", 1) if isinstance(m, str) else m
-        if vocab.get(a + b, -1) <= last:
-            raise ValueError("token ids do not follow the merge order")
-        last = ranks[bytes(u2b[c] for c in a + b)] = vocab[a + b]
-    added = tj.get("added_tokens", [])
-    if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
-        raise ValueError("an added token strips whitespace")
-    enc = tiktoken.Encoding(name=os.path.basename(os.path.abspath(path)), pat_str=pats[0], mergeable_ranks=ranks,
-                            special_tokens={t["content"]: t["id"] for t in added})
-    # vocabularies may lack a few bytes (rare control chars, lead bytes of unassigned planes) where
-    # HF emits <unk> and tiktoken would fail: texts holding a character that needs one go to HF
-    spans = [(b, b) if b < 0x80 else ((b & 0x1F) << 6, ((b & 0x1F) << 6) + 0x3F) if b < 0xE0 else
-             ((b & 0x0F) << 12, ((b & 0x0F) << 12) + 0xFFF) if b < 0xF0 else
-             ((b & 0x07) << 18, min(((b & 0x07) << 18) + 0x3FFFF, 0x10FFFF))
-             for b in missing if b < 0xC0 or 0xC2 <= b < 0xF5]  # C0, C1, F5-FF never occur in UTF-8
-    rare = re.compile("[" + "".join(f"\\U{a:08x}-\\U{z:08x}" for a, z in spans) + "]") if spans else None
-    return enc, bool(norms), rare
-
-
-def make_encoder(path, tok):
-    """encode(list of str) -> list of id lists, equal to tok(texts, add_special_tokens=False);
-    encode.via_hf counts the texts that went to HF all the same."""
-    hf = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]
-    hf.via_hf = 0
-
-    def fast(texts):
-        slow = [bool(rare and rare.search(t)) for t in texts]
-        todo = [unicodedata.normalize("NFC", t) if nfc else t for t, s in zip(texts, slow) if not s]
-        # tiktoken's thread pool only pays off with cores to spare; on a few, a plain loop is faster
-        out = iter(enc.encode_batch(todo, num_threads=os.cpu_count(), allowed_special="all") if os.cpu_count() > 4
-                   else [enc.encode(t, allowed_special="all") for t in todo])
-        fast.via_hf += sum(slow)
-        return [hf([t])[0] if s else next(out) for t, s in zip(texts, slow)]
-    fast.via_hf = 0
-    try:
-        enc, nfc, rare = tiktoken_from_tokenizer_json(path)
-        if fast([_PROBE]) != hf([_PROBE]):
-            raise ValueError("its ids differ from the HF tokenizer on a probe text")
-    except Exception as e:  # no or unusual tokenizer.json, or no tiktoken: HF reads any model's files
-        print0(f"notice: cannot convert the tokenizer to tiktoken ({type(e).__name__}: {e}); tokenizing with "
-               f"HF tokenizers (slower)")
-        return hf
-    print0("tokenizer: tiktoken, built from tokenizer.json")
-    return fast
 
 
 # -----------------------------------------------------------------------------
@@ -444,8 +350,7 @@ def prepare_pt(encode, eos, cache):
             write_tokens((text_of(r) for _, te in sources for r in te or []), encode, eos, paths["test"])
         # train last: its file marks the cache complete
         n = write_tokens((text_of(r) for tr, _ in sources for r in tr), encode, eos, paths["train"])
-        print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}"
-               f" ({encode.via_hf} texts via HF: characters the BPE vocabulary lacks)")
+        print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}")
     barrier()
     tokens = np.memmap(paths["train"], dtype=np.uint32, mode="r")
     n_chunks = len(tokens) // max_length if drop_tail else -(-len(tokens) // max_length)
@@ -486,8 +391,7 @@ def prepare_sft(tok, encode, cache):
                                      "answer": m[-1]["content"]}) + "\n" for m in splits["test"])
         os.replace(base + "-test.jsonl.tmp", base + "-test.jsonl")
         print0(f"tokenized {len(splits['train']):,} train / {len(splits['test']):,} held-out chats in "
-               f"{time.time() - t0:.1f}s -> {base}-* ({encode.via_hf} texts via HF: characters the BPE "
-               f"vocabulary lacks)")
+               f"{time.time() - t0:.1f}s -> {base}-*")
     barrier()
     if _rank == 0:  # the held-out chats, for scripts that score generations later
         shutil.copyfile(base + "-test.jsonl", os.path.join(output_dir, "heldout.jsonl"))
@@ -756,7 +660,7 @@ def load(transformers):
 def load_data(tok, eos):
     """(train, held-out rows), a row being (token ids, prompt length). For a stream, train is a
     function that starts a training pass (global_batches replays it)."""
-    encode = make_encoder(model_name_or_path, tok)
+    encode = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]  # a batch at a time, in Rust
     cache = cache_dir or os.path.join(output_dir, "data")
     os.makedirs(cache, exist_ok=True)
     if streaming:  # the first eval_iters batches of chunks are held out, every pass

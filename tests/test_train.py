@@ -44,15 +44,15 @@ def tok(tiny_dir):
 
 
 def test_pt_tokens_equal_hf_tokenizer_on_shakespeare(tiny_dir, tok, tmp_path):
-    # the uint32 cache train.py writes holds tiktoken's ids; they must be the HF tokenizer's. A second
-    # document holds characters whose bytes SmolLM2's vocabulary lacks (HF gives <unk>): that one
-    # text, and only it, must take the HF path
+    # the uint32 cache train.py writes holds the HF tokenizer's ids, each document followed by EOS. A
+    # second document holds characters whose bytes SmolLM2's vocabulary lacks (HF gives <unk>) and a
+    # special token, which must stay one id
     src = data_path(*SHAKESPEARE)
     odd = tmp_path / "odd.txt"
     odd.write_text("bell\x07 \x04ctrl " + chr(0x50000) * 2 + " plane-5 <|im_end|> fine", encoding="utf-8")
     r = run_train(tmp_path, f"--model_name_or_path={tiny_dir}", f"--dataset_args={src}+{odd}", "--insert_eos=True",
                   "--prepare_data_only=True")
-    assert "tokenizer: tiktoken" in r.stdout and "(1 texts via HF" in r.stdout
+    assert "tokenized " in r.stdout
     (fn,) = glob.glob(str(tmp_path / "data" / "pt-*-train.bin"))
     got = np.fromfile(fn, dtype=np.uint32).tolist()
     with open(src, encoding="utf-8") as f:
@@ -74,7 +74,6 @@ def test_sft_gsm8k_prompt_masked_and_ids_equal_hf(tiny_dir, tok, tmp_path):
     src = data_path(*GSM8K)
     r = run_train(tmp_path, f"--model_name_or_path={tiny_dir}", "--task=sft", f"--dataset_args={src}",
                   "--max_length=1024", "--prepare_data_only=True")
-    assert "tokenizer: tiktoken" in r.stdout and "(0 texts via HF" in r.stdout
     with open(src) as f:
         rows = [json.loads(line) for line in f]
     with open(tmp_path / "heldout.jsonl") as f:
