@@ -24,6 +24,17 @@ from dataclasses import asdict, replace
 from sample import SETTINGS, Settings, encode, generate, load
 
 # -----------------------------------------------------------------------------
+# command-line options (--key=value); every sample.Settings field is one too, and /set changes it
+model_name_or_path = ""
+chat_template = True  # False: raw continuation, no history
+visualize = "auto"  # auto (on when stdout is a terminal) | true | false
+seed = 42
+dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
+device = ""
+globals().update(SETTINGS, stop_at_eos=True)  # method, block_size, the token ids, right shift: the checkpoint's
+# -----------------------------------------------------------------------------
+
+# -----------------------------------------------------------------------------
 # drawing the denoising canvas
 
 
@@ -174,17 +185,6 @@ def main(given):
 
 if __name__ == "__main__":
     from configurator import configure
-    # -------------------------------------------------------------------------
-    model_name_or_path = ""
-    chat_template = True  # False: raw continuation, no history
-    visualize = "auto"  # auto (on when stdout is a terminal) | true | false
-    seed = 42
-    dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
-    device = ""
-    # every sampler Setting is an option too, and changeable with /set; method, block_size, the
-    # token ids and right_shift_logits default to the checkpoint's
-    globals().update(SETTINGS, stop_at_eos=True)
-    # -------------------------------------------------------------------------
     given = configure(globals())
     try:
         main(given)

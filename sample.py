@@ -35,6 +35,20 @@ import torch.nn.functional as F
 from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir, special_ids
 
 # -----------------------------------------------------------------------------
+# command-line options (--key=value); every Settings field below is one too
+model_name_or_path = ""  # a checkpoint dir (convert.py / train.py output) or a hub id
+prompt = ""  # one prompt; else --prompt_file, else stdin (one prompt per line)
+prompt_file = ""  # .txt (one prompt per line) or .jsonl ({"prompt": ...} or {"messages": [...]})
+chat_template = True  # wrap plain prompts as a user turn with the tokenizer's chat template
+output = ""  # .jsonl: prompt, completion, prompt_ids, completion_ids, nfe, seconds
+batch_size = 1
+seed = 42
+dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
+device = ""  # default cuda if available
+max_length = 0  # context limit for prompt + answer; 0: the model's max_position_embeddings
+# -----------------------------------------------------------------------------
+
+# -----------------------------------------------------------------------------
 # sampler settings: each one named, typed, defaulted and explained here, once. generate() takes
 # them as keywords; sample.py's flags, chat.py's /set and eval.py's model_args are these fields.
 
@@ -99,6 +113,9 @@ class Settings:
 
 
 SETTINGS = {f.name: f.default for f in fields(Settings)}
+# ... as options: method, block_size, the token ids and right_shift_logits default to the
+# checkpoint's (see main), and on the command line an answer ends at its first EOS
+globals().update(SETTINGS, stop_at_eos=True)
 
 
 # -----------------------------------------------------------------------------
@@ -720,19 +737,4 @@ def main(given):
 
 if __name__ == "__main__":
     from configurator import configure
-    # -------------------------------------------------------------------------
-    model_name_or_path = ""  # a checkpoint dir (convert.py / train.py output) or a hub id
-    prompt = ""  # one prompt; else --prompt_file, else stdin (one prompt per line)
-    prompt_file = ""  # .txt (one prompt per line) or .jsonl ({"prompt": ...} or {"messages": [...]})
-    chat_template = True  # wrap plain prompts as a user turn with the tokenizer's chat template
-    output = ""  # .jsonl: prompt, completion, prompt_ids, completion_ids, nfe, seconds
-    batch_size = 1
-    seed = 42
-    dtype = ""  # bfloat16 | float16 | float32; default bfloat16 on CUDA and on CPUs with native bf16, else float32
-    device = ""  # default cuda if available
-    max_length = 0  # context limit for prompt + answer; 0: the model's max_position_embeddings
-    # every Settings field is an option too (--steps=64, --threshold=0.9, ...); method, block_size,
-    # the token ids and right_shift_logits default to the checkpoint's config.json
-    globals().update(SETTINGS, stop_at_eos=True)
-    # -------------------------------------------------------------------------
     main(configure(globals()))
