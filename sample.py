@@ -420,12 +420,9 @@ def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_histor
 
 
 def infill(model, inputs, settings=None, generator=None, on_step=None, return_history=False, **kw):
-    """Fill the mask tokens already inside `inputs`, never changing the known tokens.
-
-    The whole (EOS right-padded) sequence is cut into blocks of block_size (default here: one
-    block) filled left to right, MDLM style with bidirectional attention, whatever the
-    checkpoint's objective. Returns the completed sequences (same lengths as the inputs).
-    kw: Settings fields; method, cache, max_new_tokens and stop_at_eos do not apply."""
+    """Fill the mask tokens inside `inputs` (the known tokens stay) -> GenerateOutput, the sequences
+    as long as the inputs. MDLM whatever the checkpoint's objective: blocks of block_size (default:
+    one block) filled left to right. kw: Settings fields but method, cache, max_new_tokens, stop_at_eos."""
     s = replace(settings or Settings(block_size=0), **{**kw, "method": "mdlm", "cache": "none", "stop_at_eos": False})
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
@@ -452,14 +449,11 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
 
 
 def _bd3lm_canvas(prompts, s, dev):
-    """-> canvas x (B, P + N): the prompts left-padded to P, a multiple of block_size (so blocks
-    are canvas positions), then N masks; valid (B, P + N): the real tokens, the only keys and the
-    only positions counted; and P.
-
-    exclude_pad_tokens=False: only the left padding is padding. True is the reference's rule:
-    every pad_token_id is, wherever it is; where pad == eos (SmolLM2: <|im_end|>) that hides the
-    chat prompt's own <|im_end|>s, which the model saw in training. Both agree when the prompt
-    holds no pad token (Qwen3 pads with <|endoftext|>, which its chat prompts never contain)."""
+    """-> canvas x (B, P + N): the prompts left-padded to P, a multiple of block_size (so blocks are
+    canvas positions), then N masks; valid (B, P + N): the real tokens, the only keys and the only
+    positions counted; and P. Padding is the left padding, or under exclude_pad_tokens (the
+    reference's rule) every pad token. Where pad == eos (SmolLM2: <|im_end|>) that rule hides the chat
+    prompt's own <|im_end|>s, which the model saw in training; Qwen3's prompts hold no pad token."""
     prompts = _with_bos(prompts, s)
     P = math.ceil(max(len(p) for p in prompts) / s.block_size) * s.block_size
     x = torch.full((len(prompts), P + s.max_new_tokens), s.mask_token_id, dtype=torch.long, device=dev)
