@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from model import (Config, Model, bd3lm_attention_mask, bd3lm_block_mask, bd3lm_loss,  # noqa: E402
                    forward_mask, mdlm_loss, sample_t)
+from bench.reference_sampler import bd3lm_recompute  # noqa: E402
 from sample import generate  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -142,7 +143,10 @@ def sampling():
 
     def run(method, cache, thr, B, steps, base=None, prompts=None):
         reset_peak()
-        out = generate(model, prompts, method=method, cache=cache, threshold=thr, steps=steps, **kw)
+        if cache == "recompute":  # the reference's method, bench/reference_sampler.py
+            out = bd3lm_recompute(model, prompts, threshold=thr, steps=steps, **kw)
+        else:
+            out = generate(model, prompts, method=method, cache=cache, threshold=thr, steps=steps, **kw)
         n = sum(len(s) for s in out.sequences)
         same = "-" if base is None else f"{sum(a == b for x, y in zip(out.sequences, base.sequences) for a, b in zip(x, y)) / n:.1%}"
         speed = "1.0x" if base is None else f"{base.seconds / out.seconds:.1f}x"
@@ -167,7 +171,7 @@ def sampling():
     torch.backends.cudnn.allow_tf32 = False
     model.float()
     prompts = [torch.randint(0, cfg.vocab_size - 1, (n,), generator=g).tolist() for n in (prompt_len, 301, 77, 5)]
-    a = generate(model, prompts, method="bd3lm", cache="recompute", steps=64, **kw)
+    a = bd3lm_recompute(model, prompts, steps=64, **kw)
     b = generate(model, prompts, method="bd3lm", cache="exact", steps=64, **kw)
     n = sum(len(s) for s in a.sequences)
     diff = sum(x != y for p, q in zip(a.sequences, b.sequences) for x, y in zip(p, q))

@@ -44,6 +44,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import sample  # noqa: E402
+from bench.reference_sampler import bd3lm_recompute  # noqa: E402
 from configurator import configure  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -105,10 +106,11 @@ def run_blocks(model, ids, n_blocks, **kw):
     return seen["tokens"], seen["nfe"], time.perf_counter() - t0
 
 
-def timed(model, prompts, **kw):
-    """generate, and the seconds each denoising step took -> (output, [seconds per step])."""
+def timed(sampler, model, prompts, **kw):
+    """sampler (sample.generate or bd3lm_recompute), and the seconds each denoising step took
+    -> (output, [seconds per step])."""
     ts = [time.perf_counter()]
-    out = sample.generate(model, prompts, on_step=lambda step, region: ts.append(time.perf_counter()), **kw)
+    out = sampler(model, prompts, on_step=lambda step, region: ts.append(time.perf_counter()), **kw)
     return out, [b - a for a, b in zip(ts, ts[1:])]
 
 
@@ -191,11 +193,10 @@ def main():
 
     def bd3lm_pair(prompts, steps, note=""):
         """The reference method, then the exact cache: two rows -> the seconds of each one's steps."""
-        ref, ref_dt = timed(model, prompts, method="bd3lm", cache="recompute", steps=steps,
-                            max_new_tokens=max_new_tokens, **kw)
+        ref, ref_dt = timed(bd3lm_recompute, model, prompts, steps=steps, max_new_tokens=max_new_tokens, **kw)
         n = sum(len(s) for s in ref.sequences)
         row("bd3lm", "recompute", None, steps, n, ref.nfe, ref.seconds, None, f"(reference method{note})")
-        out, out_dt = timed(model, prompts, method="bd3lm", cache="exact", steps=steps,
+        out, out_dt = timed(sample.generate, model, prompts, method="bd3lm", cache="exact", steps=steps,
                             max_new_tokens=max_new_tokens, **kw)
         diff = sum(a != b for s, t in zip(out.sequences, ref.sequences) for a, b in zip(s, t))
         row("bd3lm", "exact", None, steps, n, out.nfe, out.seconds, ref.seconds,
