@@ -7,11 +7,10 @@ on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP 
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-model_name_or_path is an HF-format directory (config.json + safetensors + tokenizer files,
-e.g. from convert.py). Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final,
-each one loadable by Model.from_pretrained and transformers; the newest also holds the training
-state for an exact resume (resume=True). Ctrl-C saves one and prints the command that continues.
-Option names follow the dLLM reference where it has one.
+Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by
+Model.from_pretrained and transformers; the newest also holds the training state for an exact
+resume (resume=True). Ctrl-C saves one and prints the command that continues. Option names
+follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -278,12 +277,6 @@ def to_messages(row):
                      f"messages, instruction/input/output, question/answer or prompt/response")
 
 
-def text_of(row):
-    if text_field not in row:
-        raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
-    return row[text_field]
-
-
 def split_off(rows, test):
     # a source without a test split gives up eval_fraction of its rows, the same ones every run
     if test is not None or eval_fraction == 0:
@@ -306,16 +299,20 @@ def cache_key(*parts):
     return h.hexdigest()[:16]
 
 
-def token_stream(texts, encode, eos):  # documents -> token id lists (EOS appended when insert_eos)
-    texts = iter(texts)
-    while batch := list(itertools.islice(texts, 512)):
-        yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(batch))
+def token_stream(rows, encode, eos):  # documents -> the token ids of their text_field (EOS appended when insert_eos)
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, 512)):
+        for row in batch:
+            if text_field not in row:
+                raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
+        texts = [row[text_field] for row in batch]
+        yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(texts))
 
 
-def write_tokens(texts, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
+def write_tokens(rows, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
     n = 0
     with open(path + ".tmp", "wb") as f:
-        for ids in token_stream(texts, encode, eos):
+        for ids in token_stream(rows, encode, eos):
             np.asarray(ids, dtype=np.uint32).tofile(f)
             n += len(ids)
     os.replace(path + ".tmp", path)
@@ -342,9 +339,9 @@ def prepare_pt(encode, eos, cache):
         t0 = time.time()
         sources = [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
         if any(te is not None for _, te in sources):
-            write_tokens((text_of(r) for _, te in sources for r in te or []), encode, eos, paths["test"])
+            write_tokens((r for _, te in sources for r in te or []), encode, eos, paths["test"])
         # train last: its file marks the cache complete
-        n = write_tokens((text_of(r) for tr, _ in sources for r in tr), encode, eos, paths["train"])
+        n = write_tokens((r for tr, _ in sources for r in tr), encode, eos, paths["train"])
         print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}")
     barrier()
     tokens = np.memmap(paths["train"], dtype=np.uint32, mode="r")
@@ -363,8 +360,7 @@ def prepare_sft(tok, encode, cache):
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
     base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
-    # thinking off whatever the template's default (the reference does so for every Qwen tokenizer);
-    # templates without the switch ignore it
+    # thinking off, as the reference does for every Qwen tokenizer; templates without the switch ignore it
     render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
@@ -395,8 +391,7 @@ def prepare_sft(tok, encode, cache):
         ids = np.load(base + f"-{s}-ids.npy", mmap_mode="r")
         off, plen = np.load(base + f"-{s}-off.npy"), np.load(base + f"-{s}-plen.npy")
         rows = [(ids[off[i]:off[i + 1]], int(plen[i])) for i in range(len(plen))]
-        # the reference's rule: filter drops rows over max_length; right drops a row whose (masked)
-        # prompt is over max_length and clips the rest
+        # the reference's rule: filter drops long rows; right drops those with a long (masked) prompt, clips the rest
         fits = [r for r in rows if (len(r[0]) <= max_length if truncation == "filter" else
                                     r[1] <= max_length or not mask_prompt_loss)]
         print0(f"sft {s}: {len(rows):,} rows, {len(rows) - len(fits):,} over max_length={max_length} dropped, "
@@ -411,7 +406,7 @@ def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
     1,000 chunks drawn from at random, seeded by seed + pass (the reference shuffles its stream so)."""
     def one_pass():
         buf = []
-        for ids in token_stream((text_of(r) for r in docs_fn()), encode, eos):
+        for ids in token_stream(docs_fn(), encode, eos):
             buf += ids
             while len(buf) >= max_length:
                 yield np.asarray(buf[:max_length], dtype=np.int64), 0
@@ -490,10 +485,9 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 
 
 # -----------------------------------------------------------------------------
-# objectives: MDLM, BD3LM (t per sequence, or per block) and AR; their math lives in model.py.
-# The noise is drawn for the *global* micro-batch from one generator seeded alike on every rank,
-# and each rank keeps its own rows: a run on N processes sees the same t and masks as one
-# process with the same global batch, so loss curves match across world sizes.
+# objectives: MDLM, BD3LM (t per sequence, or per block) and AR, whose math lives in model.py. Each rank noises
+# the *global* micro-batch with one generator seeded alike everywhere, then keeps its own rows: N processes see
+# the same t and masks as one process with the same global batch, so loss curves match across world sizes.
 
 def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type):
     """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
@@ -541,8 +535,7 @@ def evaluate(model, rows, ids, amp):
 
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
-    step = lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"]
-    return max(done, key=step, default=None)
+    return max(done, key=lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"], default=None)
 
 
 def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
@@ -672,9 +665,7 @@ def global_batches(train, start):
     (epoch e's order is drawn from seed + e), so a resumed run reads what an uninterrupted one would."""
     R = _world * per_device_train_batch_size
     if streaming:
-        chunks = train()
-        for _ in range(start * R):  # exact, but it re-reads the stream
-            next(chunks)
+        chunks = itertools.islice(train(), start * R, None)  # exact, but it re-reads the stream
         while True:
             yield [next(chunks) for _ in range(R)]
     per_epoch = len(train) // R
@@ -705,8 +696,7 @@ def setup_training(raw, amp_dtype, total, ckpt):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
     gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
     step = restore(ckpt, raw, opt, sched, gen) if ckpt else 0
-    if compile:
-        model = torch.compile(model)
+    model = torch.compile(model) if compile else model
     model.train()
     return model, opt, sched, gen, step
 
