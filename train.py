@@ -7,11 +7,10 @@ on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP 
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-model_name_or_path is an HF-format directory (config.json + safetensors + tokenizer files,
-e.g. from convert.py). Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final,
-each one loadable by Model.from_pretrained and transformers; the newest also holds the training
-state for an exact resume (resume=True). Ctrl-C saves one and prints the command that continues.
-Option names follow the dLLM reference where it has one.
+Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by
+Model.from_pretrained and transformers; the newest also holds the training state for an exact
+resume (resume=True). Ctrl-C saves one and prints the command that continues. Option names
+follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -124,9 +123,6 @@ _CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=
 
 
 def check_options():  # before any heavy work; each error says what to do
-    for k, allowed in _CHOICES.items():
-        if globals()[k] not in allowed:
-            raise SystemExit(f"error: --{k}={globals()[k]!r}; choose one of: {', '.join(allowed)}")
     positive = ("max_length", "block_size", "per_device_train_batch_size", "per_device_eval_batch_size",
                 "gradient_accumulation_steps", "log_steps")
     synthetic = [n for n, _ in parse_dataset_args(dataset_args) if n.startswith("synthetic:")]
@@ -134,6 +130,8 @@ def check_options():  # before any heavy work; each error says what to do
     previous = sorted(f for f in os.listdir(output_dir) if f == "metrics.jsonl" or re.match(r"(tmp-)?checkpoint-", f)) \
         if os.path.isdir(output_dir) else []
     problems = [
+        *((globals()[k] not in allowed, f"--{k}={globals()[k]!r}; choose one of: {', '.join(allowed)}")
+          for k, allowed in _CHOICES.items()),
         (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
                                  "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
         *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in positive),
@@ -224,39 +222,35 @@ def read_file(fn):  # .txt: one document; .jsonl/.json: a row per line (or a jso
 def load_source(name, kv):
     """-> (train, test or None): lists or HF datasets of row dicts; iterator factories when streaming."""
     kv = dict(kv)
-    caps = {s: int(kv.pop(s)) for s in ("train", "test") if s in kv}
+    caps = {s: int(kv.pop(s)) for s in ("train", "test") if s in kv}  # a stream ignores them
     hf_name = kv.pop("name", None)
     keep = lambda r: all(row_has(r, k, v) for k, v in kv.items())
     if name.startswith("synthetic:"):
-        train, test = synthetic_rows(name.split(":", 1)[1], caps.pop("train", 20000), caps.pop("test", 200))
-    elif os.path.exists(name):
+        return synthetic_rows(name.split(":", 1)[1], caps.get("train", 20000), caps.get("test", 200))
+    if os.path.exists(name):
         files = sorted(f for f in glob.glob(os.path.join(name, "**", "*"), recursive=True)
                        if f.endswith((".txt", ".jsonl", ".json", ".parquet"))) if os.path.isdir(name) else [name]
         rows = lambda: (r for f in files for r in read_file(f) if keep(r))
-        train, test = (rows if streaming else list(rows())), None
-    else:
-        import datasets
-        try:
-            configs = datasets.get_dataset_config_names(name) if hf_name is None else [hf_name]
-            if len(configs) > 1:  # several configs and none named: all of them (the reference's OPC loader)
-                parts = [datasets.load_dataset(name, c, streaming=streaming) for c in configs]
-                ds = {s: datasets.concatenate_datasets([p[s] for p in parts if s in p]) for s in set().union(*parts)}
-            else:
-                ds = datasets.load_dataset(name, hf_name, streaming=streaming)
-        except Exception as e:
-            raise SystemExit(f"error: cannot load dataset {name!r} ({type(e).__name__}: {e}). Give a local "
-                             f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort")
+        return (rows if streaming else list(itertools.islice(rows(), caps.get("train")))), None
+    import datasets
+    try:
+        configs = datasets.get_dataset_config_names(name) if hf_name is None else [hf_name]
+        if len(configs) > 1:  # several configs and none named: all of them (the reference's OPC loader)
+            parts = [datasets.load_dataset(name, c, streaming=streaming) for c in configs]
+            ds = {s: datasets.concatenate_datasets([p[s] for p in parts if s in p]) for s in set().union(*parts)}
+        else:
+            ds = datasets.load_dataset(name, hf_name, streaming=streaming)
+    except Exception as e:
+        raise SystemExit(f"error: cannot load dataset {name!r} ({type(e).__name__}: {e}). Give a local "
+                         f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort")
 
-        def split(s):  # HF datasets stay memory-mapped Arrow tables (rows decoded on access)
-            d = ds[s].filter(keep) if kv else ds[s]
-            return (lambda: iter(d)) if streaming else d
-        train = split("train" if "train" in ds else next(iter(ds)))
-        test = next((split(s) for s in ("test", "validation") if s in ds), None)
-    cap = lambda d, n: d[:n] if isinstance(d, list) else d.select(range(min(n, len(d))))
-    if not streaming:
-        train = cap(train, caps["train"]) if "train" in caps else train
-        test = cap(test, caps["test"]) if test is not None and "test" in caps else test
-    return train, test
+    def split(s, role):  # HF datasets stay memory-mapped Arrow tables (rows decoded on access)
+        d = ds[s].filter(keep) if kv else ds[s]
+        if streaming:
+            return lambda: iter(d)
+        return d.select(range(min(caps[role], len(d)))) if role in caps else d
+    test = next((s for s in ("test", "validation") if s in ds), None)
+    return split("train" if "train" in ds else next(iter(ds)), "train"), split(test, "test") if test else None
 
 
 def row_has(row, k, v):
@@ -283,12 +277,6 @@ def to_messages(row):
                      f"messages, instruction/input/output, question/answer or prompt/response")
 
 
-def text_of(row):
-    if text_field not in row:
-        raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
-    return row[text_field]
-
-
 def split_off(rows, test):
     # a source without a test split gives up eval_fraction of its rows, the same ones every run
     if test is not None or eval_fraction == 0:
@@ -311,16 +299,20 @@ def cache_key(*parts):
     return h.hexdigest()[:16]
 
 
-def token_stream(texts, encode, eos):  # documents -> token id lists (EOS appended when insert_eos)
-    texts = iter(texts)
-    while batch := list(itertools.islice(texts, 512)):
-        yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(batch))
+def token_stream(rows, encode, eos):  # documents -> the token ids of their text_field (EOS appended when insert_eos)
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, 512)):
+        for row in batch:
+            if text_field not in row:
+                raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
+        texts = [row[text_field] for row in batch]
+        yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(texts))
 
 
-def write_tokens(texts, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
+def write_tokens(rows, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
     n = 0
     with open(path + ".tmp", "wb") as f:
-        for ids in token_stream(texts, encode, eos):
+        for ids in token_stream(rows, encode, eos):
             np.asarray(ids, dtype=np.uint32).tofile(f)
             n += len(ids)
     os.replace(path + ".tmp", path)
@@ -347,9 +339,9 @@ def prepare_pt(encode, eos, cache):
         t0 = time.time()
         sources = [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
         if any(te is not None for _, te in sources):
-            write_tokens((text_of(r) for _, te in sources for r in te or []), encode, eos, paths["test"])
+            write_tokens((r for _, te in sources for r in te or []), encode, eos, paths["test"])
         # train last: its file marks the cache complete
-        n = write_tokens((text_of(r) for tr, _ in sources for r in tr), encode, eos, paths["train"])
+        n = write_tokens((r for tr, _ in sources for r in tr), encode, eos, paths["train"])
         print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}")
     barrier()
     tokens = np.memmap(paths["train"], dtype=np.uint32, mode="r")
@@ -368,8 +360,7 @@ def prepare_sft(tok, encode, cache):
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
     base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
-    # thinking off whatever the template's default (the reference does so for every Qwen tokenizer);
-    # templates without the switch ignore it
+    # thinking off, as the reference does for every Qwen tokenizer; templates without the switch ignore it
     render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
@@ -400,8 +391,7 @@ def prepare_sft(tok, encode, cache):
         ids = np.load(base + f"-{s}-ids.npy", mmap_mode="r")
         off, plen = np.load(base + f"-{s}-off.npy"), np.load(base + f"-{s}-plen.npy")
         rows = [(ids[off[i]:off[i + 1]], int(plen[i])) for i in range(len(plen))]
-        # the reference's rule: filter drops rows over max_length; right drops a row whose (masked)
-        # prompt is over max_length and clips the rest
+        # the reference's rule: filter drops long rows; right drops those with a long (masked) prompt, clips the rest
         fits = [r for r in rows if (len(r[0]) <= max_length if truncation == "filter" else
                                     r[1] <= max_length or not mask_prompt_loss)]
         print0(f"sft {s}: {len(rows):,} rows, {len(rows) - len(fits):,} over max_length={max_length} dropped, "
@@ -416,7 +406,7 @@ def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
     1,000 chunks drawn from at random, seeded by seed + pass (the reference shuffles its stream so)."""
     def one_pass():
         buf = []
-        for ids in token_stream((text_of(r) for r in docs_fn()), encode, eos):
+        for ids in token_stream(docs_fn(), encode, eos):
             buf += ids
             while len(buf) >= max_length:
                 yield np.asarray(buf[:max_length], dtype=np.int64), 0
@@ -476,8 +466,7 @@ def all_sum(*xs):
     return t.tolist()
 
 
-def wrap(model, amp):
-    """DDP, or FSDP2 with each block sharded, then the root. Returns the model to call."""
+def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sharded, then the root
     if _world == 1:
         if parallel == "fsdp":
             print0("notice: parallel=fsdp with one process trains unsharded; launch with torchrun to shard")
@@ -496,10 +485,9 @@ def wrap(model, amp):
 
 
 # -----------------------------------------------------------------------------
-# objectives: MDLM, BD3LM (t per sequence, or per block) and AR; their math lives in model.py.
-# The noise is drawn for the *global* micro-batch from one generator seeded alike on every rank,
-# and each rank keeps its own rows: a run on N processes sees the same t and masks as one
-# process with the same global batch, so loss curves match across world sizes.
+# objectives: MDLM, BD3LM (t per sequence, or per block) and AR, whose math lives in model.py. Each rank noises
+# the *global* micro-batch with one generator seeded alike everywhere, then keeps its own rows: N processes see
+# the same t and masks as one process with the same global batch, so loss curves match across world sizes.
 
 def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type):
     """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
@@ -545,20 +533,17 @@ def evaluate(model, rows, ids, amp):
 # trainer_state.json; the newest one also holds trainer_state.pt (optimizer, scheduler, step, RNG of
 # every rank). Written to tmp-<name> and renamed, so a directory under its final name is complete.
 
-def find_checkpoint():
-    done = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
-            if all(os.path.exists(os.path.join(d, f)) for f in ("trainer_state.pt", "trainer_state.json"))]
-    step = lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"]
-    return max(done, key=step, default=None)
+def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
+    done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
+    return max(done, key=lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"], default=None)
 
 
 def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
     fsdp = _world > 1 and parallel == "fsdp"
     if fsdp:  # gather full (unsharded) tensors onto rank 0 for an HF export anyone can load
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-        o = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        sd, osd = get_model_state_dict(raw, options=o), get_optimizer_state_dict(raw, opt, options=o)
+        from torch.distributed.checkpoint import state_dict as dcp
+        o = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        sd, osd = dcp.get_model_state_dict(raw, options=o), dcp.get_optimizer_state_dict(raw, opt, options=o)
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
            "noise": gen.get_state(), "cuda": torch.cuda.get_rng_state() if _device.type == "cuda" else None}
     rngs = [rng] * _world
@@ -588,11 +573,9 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
         for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
             if os.path.dirname(old) != final:
                 os.remove(old)
-        numbered = [d for d in glob.glob(os.path.join(output_dir, "checkpoint-*"))
-                    if re.fullmatch(r"checkpoint-\d+", os.path.basename(d))]
-        numbered.sort(key=lambda d: int(d.rsplit("-", 1)[1]))
-        for d in numbered[:-save_total_limit] if save_total_limit else []:
-            shutil.rmtree(d)
+        steps = sorted(int(m[1]) for d in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", d)))
+        for n in steps[:-save_total_limit] if save_total_limit else []:
+            shutil.rmtree(os.path.join(output_dir, f"checkpoint-{n}"))
         size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(final, "*")))
         print0(f"saved {final} ({size / 1e6:,.1f} MB, resumable)")
     barrier()
@@ -617,21 +600,22 @@ def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
     gen.set_state(rng["noise"])
     if rng["cuda"] is not None and _device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"])
+    print0(f"resumed from {ckpt} at step {state['step']}")
     return state["step"]
 
 
 # -----------------------------------------------------------------------------
 # the run
 
-def load(transformers):
+def load():
     """(model, tokenizer, ids, checkpoint): the newest complete checkpoint's exact fp32 weights when
     resuming, else model_name_or_path; config.json fields set to what samplers read back."""
-    if _rank == 0:  # a tmp-* dir is a save that never finished: never loadable, so drop it
-        for d in glob.glob(os.path.join(output_dir, "tmp-checkpoint-*")):
-            shutil.rmtree(d)
-        for d in glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []:
+    if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
+        stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
+        for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
             shutil.rmtree(d)
     barrier()
+    import transformers
     ckpt = find_checkpoint() if resume else None
     if resume and ckpt is None:
         print0(f"notice: resume=True but {output_dir} has no complete checkpoint; starting from the model")
@@ -681,9 +665,7 @@ def global_batches(train, start):
     (epoch e's order is drawn from seed + e), so a resumed run reads what an uninterrupted one would."""
     R = _world * per_device_train_batch_size
     if streaming:
-        chunks = train()
-        for _ in range(start * R):  # exact, but it re-reads the stream
-            next(chunks)
+        chunks = itertools.islice(train(), start * R, None)  # exact, but it re-reads the stream
         while True:
             yield [next(chunks) for _ in range(R)]
     per_epoch = len(train) // R
@@ -695,8 +677,7 @@ def global_batches(train, start):
 
 
 def lr_factor(step, total):
-    # HF's schedules (the reference's): linear warmup from 0, then cosine / linear decay to
-    # min_lr_ratio (or constant)
+    # HF's schedules (the reference's): linear warmup from 0, then cosine or linear decay to min_lr_ratio, or constant
     warm = warmup_steps or math.ceil(warmup_ratio * total)
     if step < warm:
         return step / warm
@@ -714,20 +695,16 @@ def setup_training(raw, amp_dtype, total, ckpt):
                             lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
     gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
-    step = 0
-    if ckpt:
-        step = restore(ckpt, raw, opt, sched, gen)
-        print0(f"resumed from {ckpt} at step {step}")
-    if compile:
-        model = torch.compile(model)
+    step = restore(ckpt, raw, opt, sched, gen) if ckpt else 0
+    model = torch.compile(model) if compile else model
     model.train()
     return model, opt, sched, gen, step
 
 
 def open_log(ckpt, step):
-    """(log, wandb): on rank 0, log(dict) appends a line to output_dir/metrics.jsonl and sends it to wandb."""
+    """(log, finish): on rank 0, log(dict) appends a line to output_dir/metrics.jsonl and sends it to wandb."""
     if _rank > 0:
-        return (lambda d: None), None
+        return (lambda d: None), (lambda: None)
     fn, wandb = os.path.join(output_dir, "metrics.jsonl"), None
     old = open(fn).readlines() if ckpt and os.path.exists(fn) else []
     with open(fn, "w") as f:  # a fresh run starts the file; a resumed one drops what came after its checkpoint
@@ -744,21 +721,14 @@ def open_log(ckpt, step):
             f.write(json.dumps(d) + "\n")
         if wandb:
             wandb.log(d, step=d["step"])
-    return log, wandb
-
-
-def every(x, total):  # save_steps / eval_steps: a step count, or a fraction of the run
-    return 0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
+    return log, wandb.finish if wandb else (lambda: None)
 
 
 def resume_command():
     """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
-    args, prev = [], ""
-    for a in sys.argv[1:]:
-        if not (re.fullmatch(r"--(resume|overwrite)(=.*)?", a) or re.fullmatch(r"--(resume|overwrite)", prev)
-                and a.lower() in ("true", "false", "1", "0", "yes", "no")):
-            args.append(a)
-        prev = a
+    argv, flag, value = sys.argv[1:], r"--(resume|overwrite)", ("true", "false", "1", "0", "yes", "no")
+    args = [a for prev, a in zip(["", *argv], argv)  # drop --flag, --flag=value and --flag value
+            if not (re.fullmatch(flag + "(=.*)?", a) or re.fullmatch(flag, prev) and a.lower() in value)]
     launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]
     return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
 
@@ -795,14 +765,13 @@ def accumulate_gradients(model, raw, batches, gen, ids, amp):
 def main():
     check_options()
     setup_distributed()
-    import transformers
     os.makedirs(output_dir, exist_ok=True)
     for s in (torch.manual_seed, random.seed, np.random.seed):
         s(seed + _rank)
     amp_dtype, why = default_dtype(_device) if dtype == "auto" else (getattr(torch, dtype), "--dtype")
     print0(f"dtype {str(amp_dtype).removeprefix('torch.')} ({why})")
     amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else contextlib.nullcontext()
-    raw, tok, ids, ckpt = load(transformers)
+    raw, tok, ids, ckpt = load()
     train_rows, eval_rows = load_data(tok, ids["eos"])
     if prepare_data_only:
         return print0("prepare_data_only=True: data cached, exiting")
@@ -811,7 +780,7 @@ def main():
         math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
     model, opt, sched, gen, step = setup_training(raw, amp_dtype, total, ckpt)
     batches = global_batches(train_rows, step * gradient_accumulation_steps)
-    log, wandb = open_log(ckpt, step)
+    log, finish_log = open_log(ckpt, step)
     print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
            f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
     if 0 < len(eval_rows) < per_device_eval_batch_size:
@@ -825,7 +794,9 @@ def main():
 
     if eval_on_start and step == 0:
         run_eval()
-    save_every, eval_every = every(save_steps, total), every(eval_steps, total)
+    # save_steps / eval_steps: a step count, or a fraction of the run
+    save_every, eval_every = (0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
+                              for x in (save_steps, eval_steps))
     signal.signal(signal.SIGINT, on_ctrl_c)
     loss, dt_avg, last_log = None, None, time.time()
     while step < total:
@@ -859,8 +830,7 @@ def main():
             raise SystemExit(130)
     run_eval()
     save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss)
-    if wandb:
-        wandb.finish()
+    finish_log()
     if _world > 1:
         dist.destroy_process_group()
 
