@@ -726,9 +726,10 @@ def open_log(ckpt, step):
 
 def resume_command():
     """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
-    argv, flag, value = sys.argv[1:], r"--(resume|overwrite)", ("true", "false", "1", "0", "yes", "no")
+    argv, flag = sys.argv[1:], r"--(resume|overwrite)"
+    bools = ("true", "false", "1", "0", "yes", "no", "y", "n", "on", "off")  # what configurator reads as a bool
     args = [a for prev, a in zip(["", *argv], argv)  # drop --flag, --flag=value and --flag value
-            if not (re.fullmatch(flag + "(=.*)?", a) or re.fullmatch(flag, prev) and a.lower() in value)]
+            if not (re.fullmatch(flag + "(=.*)?", a) or re.fullmatch(flag, prev) and a.lower() in bools)]
     launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]
     return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
 
