@@ -14,9 +14,8 @@ offline tasks in tasks/ are included unless you pass --include_path (then copy t
 --model_args: pretrained=DIR, dtype (default bf16 on CUDA and on CPUs with native bf16, else fp32),
 max_length (the context budget), mc_num (Monte Carlo draws per likelihood), is_check_greedy, seed
 and every sample.Settings field (lists as [1;2]); max_new_tokens and steps default to the task's
-max_gen_toks. Likelihoods are Monte Carlo ELBOs, seeded per request (results repeat whatever the
-batch order or number of processes): MDLM masks a stratified number of continuation tokens per draw
-(LLaDA), BD3LM runs the training forward x_t ⊕ x_0 at antithetic t; both score CE / p_mask.
+max_gen_toks. Likelihoods are Monte Carlo ELBOs seeded per request, so they repeat whatever the batch
+order or number of processes: LLaDA's for MDLM, the training forward's at antithetic t for BD3LM.
 """
 
 import ast
@@ -30,7 +29,7 @@ import sample  # torch with it (~2 s); lm-eval's own imports come after the argu
 from model import could_be_hub_id
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
-LOCAL_TASKS = sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml"))  # need no Hub
+LOCAL_TASKS = ", ".join(sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml")))  # need no Hub
 
 # --model_args: sample.Settings' fields (the method is the model's name), then eval's own
 SAMPLER_ARGS = dict({k: v for k, v in sample.SETTINGS.items() if k != "method"},
@@ -60,11 +59,10 @@ def precheck(argv):
         print(textwrap.fill(", ".join(f"{k}={v!r}" for k, v in {**EVAL_ARGS, **SAMPLER_ARGS}.items()), 100,
                             initial_indent="  ", subsequent_indent="  ") + "\n\nlm-eval's own help:\n")
         return
-    flags = {}
-    for i, a in enumerate(argv):
+    flags = {}  # --flag=value or --flag value
+    for a, following in zip(argv, argv[1:] + [""]):
         key, eq, value = a.partition("=")
-        if key in ("--model", "--model_args"):
-            flags[key] = value if eq else argv[i + 1] if i + 1 < len(argv) else ""
+        flags[key] = value if eq else following
     margs = flags.get("--model_args", "")
     if flags.get("--model") in ("a2d_mdlm", "a2d_bd3lm") and not margs.lstrip().startswith("{"):  # not JSON
         try:
@@ -122,28 +120,26 @@ class A2DLM(LM):
     def __init__(self, batch_size=1, device=None, **kwargs):
         super().__init__()
         check_model_args(kwargs)
-        args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()
-                if k not in IGNORED_ARGS}
         if not str(batch_size).isdigit() or int(batch_size) < 1:
             raise ValueError(f"batch_size must be a number >= 1 (it is the Monte Carlo batch too), got {batch_size!r}")
         self.batch_size = int(batch_size)
-        e = {**EVAL_ARGS, **{k: v for k, v in args.items() if k in EVAL_ARGS}}
+        self.user_args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()
+                          if k not in IGNORED_ARGS}
+        e = {k: self.user_args.get(k, default) for k, default in EVAL_ARGS.items()}
         self.mc_num, self.seed, self.is_check_greedy = e["mc_num"], e["seed"], e["is_check_greedy"]
         self._rank, self._world_size, self._device = setup_distributed(device)
         try:
             self.model, self.tokenizer, defaults = sample.load(e["pretrained"], e["dtype"] or None, self._device)
         except (OSError, ValueError) as err:  # missing or damaged: one line, not lm-eval's traceback
             raise SystemExit(f"error: {err}")
-        self.model.eval()
         cfg = self.model.config
         self.max_length = min(e["max_length"], cfg.max_position_embeddings)
         if cfg.objective in ("mdlm", "bd3lm") and cfg.objective != self.METHOD:
             log.warning(f"{e['pretrained']} was trained as {cfg.objective}, evaluated here as {self.METHOD}")
         # sampler settings: --model_args > the checkpoint's config > the reference's eval defaults
-        block_size = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)
-        merged = {**SAMPLER_ARGS, **defaults, "block_size": block_size, **args}
+        defaults["block_size"] = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)  # not load()'s 32
+        merged = {**SAMPLER_ARGS, **defaults, **self.user_args}
         self.sampler = {k: v for k, v in merged.items() if k in SAMPLER_ARGS and v is not None}
-        self.user_args = set(args)
         try:
             settings = sample.Settings(method=self.METHOD, **self.sampler).check()
         except ValueError as err:
@@ -207,12 +203,10 @@ class A2DLM(LM):
         return self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
     def encode_pair(self, context, continuation):
-        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'); the continuation is
-        what the joint encoding adds after the context's. An empty context gives [] (or [BOS]), and that is
-        fine: a diffusion LM scores a continuation without any context."""
-        n = len(context) - len(context.rstrip())
-        if n:
-            context, continuation = context[:-n], context[-n:] + continuation
+        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'), which is what the joint
+        encoding adds after the context's. An empty context ([] or [BOS]) is fine: a diffusion LM needs none."""
+        stripped = context.rstrip()
+        context, continuation = stripped, context[len(stripped):] + continuation
         ctx, whole = self.encode(context), self.encode(context + continuation)
         if whole[:len(ctx)] != ctx:  # the joint encoding merged across the boundary: encode apart
             return ctx, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -220,12 +214,11 @@ class A2DLM(LM):
 
     def fit(self, ctx, cont):
         """Keep ctx + cont within max_length by cutting the context (then the continuation) from the left."""
-        if len(ctx) + len(cont) <= self.max_length:
-            return ctx, cont
-        self.warn_once("long", f"a request of {len(ctx) + len(cont)} tokens exceeds max_length={self.max_length}; "
-                               f"its context is truncated from the left")
-        cont = cont[-self.max_length:]
-        return ctx[len(ctx) - (self.max_length - len(cont)):] if self.max_length > len(cont) else [], cont
+        if len(ctx) + len(cont) > self.max_length:
+            self.warn_once("long", f"a request of {len(ctx) + len(cont)} tokens exceeds max_length={self.max_length}; "
+                                   f"its context is truncated from the left")
+        kept, cont = (ctx + cont)[-self.max_length:], cont[-self.max_length:]
+        return kept[:len(kept) - len(cont)], cont
 
     def gen_settings(self, gen_kwargs):
         """The sampler keywords for one request: model_args, else the task's generation_kwargs."""
@@ -254,10 +247,9 @@ class A2DLM(LM):
         todo.sort(key=lambda r: (json.dumps(r[2], sort_keys=True, default=str), -len(r[1])))
         batches = []
         for r in todo:
-            if batches and len(batches[-1]) < self.batch_size and batches[-1][0][2] == r[2]:
-                batches[-1].append(r)
-            else:
-                batches.append([r])
+            if not batches or len(batches[-1]) == self.batch_size or batches[-1][0][2] != r[2]:
+                batches.append([])
+            batches[-1].append(r)
         out = [None] * len(requests)
         for batch in tqdm(batches, desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
             # seeded whatever the temperature: remasking=random and stochastic_transfer draw too
@@ -291,32 +283,28 @@ class A2DLM(LM):
     def score(self, xt, x0, P, p_mask):
         """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed. That is
         the training loss with w = 1/p_mask (1/t for BD3LM's linear schedule): model.py's mdlm_loss / bd3lm_loss."""
+        xt, x0, p_mask = xt.to(self._device), x0.to(self._device), p_mask.to(self._device)
         masked = xt == self.mask_id
-        masked[:, :P] = False
+        masked[:, :P] = False  # the context may hold the mask token's text
         kw = dict(norm_type="batch", right_shift_logits=self.sampler["right_shift_logits"])
-        if self.METHOD == "mdlm":
-            loss = mdlm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], **kw)
-        else:
-            loss = bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"], **kw)
-        return -loss * xt.shape[0]  # "batch" normalisation divided the sum by B
+        loss = (mdlm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], **kw) if self.METHOD == "mdlm"
+                else bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"], **kw))
+        return (-loss * xt.shape[0]).item()  # "batch" normalisation divided the sum by B
 
     @torch.no_grad()
     def elbo(self, ctx, cont):
         """Monte Carlo ELBO of log p(cont | ctx), token id lists, averaged over mc_num draws."""
         if self.mc_num < 1 or self.mc_num % self.batch_size:
+            near = max(1, round(self.mc_num / self.batch_size)) * self.batch_size
             raise ValueError(f"mc_num={self.mc_num} must be a positive multiple of batch_size={self.batch_size} "
-                             f"(each batch is batch_size Monte Carlo draws of one request); e.g. "
-                             f"mc_num={max(1, round(self.mc_num / self.batch_size)) * self.batch_size}")
+                             f"(a batch holds batch_size draws of one request), e.g. mc_num={near}")
         ctx, cont = self.fit(ctx, cont)
         if not cont:
             return 0.0
-        P = len(ctx)
         x0 = torch.tensor(ctx + cont, dtype=torch.long)[None].expand(self.batch_size, -1)
-        x0_dev = x0.to(self._device)
         g = torch.Generator().manual_seed(self.seed)  # the same draws for every request, on any device
-        draws = (self.draw(x0, P, g) for _ in range(self.mc_num // self.batch_size))
-        total = sum(self.score(xt.to(self._device), x0_dev, P, p.to(self._device)).item() for xt, p in draws)
-        return total / self.mc_num
+        draws = (self.draw(x0, len(ctx), g) for _ in range(self.mc_num // self.batch_size))
+        return sum(self.score(xt, x0, len(ctx), p_mask) for xt, p_mask in draws) / self.mc_num
 
     @torch.no_grad()
     def is_greedy(self, ctx, cont):
@@ -325,9 +313,8 @@ class A2DLM(LM):
         P, T = len(ctx), len(cont)
         x0 = torch.tensor(ctx + cont, dtype=torch.long, device=self._device)[None]
         xt = torch.tensor(ctx + [self.mask_id] * T, dtype=torch.long, device=self._device)[None]
-        bs = self.sampler["block_size"]
-        blocks = torch.arange(P, P + T, device=self._device) // bs
-        rows = logit_rows(torch.arange(P, P + T, device=self._device), self.sampler["right_shift_logits"])
+        bs, idx = self.sampler["block_size"], torch.arange(P, P + T, device=self._device)
+        blocks, rows = idx // bs, logit_rows(idx, self.sampler["right_shift_logits"])  # (T,) each
         for _ in range(T):
             # MDLM: bidirectional over x_t. BD3LM: x_t ⊕ x_0 under the block-diffusion mask; while every
             # committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
@@ -385,11 +372,9 @@ def main():
     except ValueError as e:
         if not str(e).startswith("Tasks not found"):
             raise
-        raise SystemExit(f"error: {e}. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: "
-                         f"{', '.join(LOCAL_TASKS)}")
+        raise SystemExit(f"error: {e}. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: {LOCAL_TASKS}")
     except ConnectionError as e:  # datasets' error for a task whose data live on the Hub
-        raise SystemExit(f"error: {e}. Offline, use a task from tasks/ (they read ../shared/data): "
-                         f"{', '.join(LOCAL_TASKS)}")
+        raise SystemExit(f"error: {e}. Offline, use a task from tasks/ (they read ../shared/data): {LOCAL_TASKS}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

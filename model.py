@@ -4,8 +4,7 @@ The network and the diffusion math, in one file.
 A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config
 flags) with one switch from causal to bidirectional attention: that switch is the whole of "AR to
 diffusion", the weights stay the same. Below it sits the math that training, sampling and evaluation
-share: the alpha schedule, forward masking, the MDLM / BD3LM / AR losses and the BD3LM attention mask.
-Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
+share. Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
 """
 
 import functools
@@ -122,10 +121,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        h = x.float()
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 def rope_inv_freq(config):
@@ -305,10 +302,8 @@ class Model(nn.Module):
         # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
         mask = attention_mask
         if isinstance(mask, torch.Tensor):
-            if mask.ndim not in (2, 4):
-                raise ValueError(f"attention_mask must be (B, Tk) or (B, 1, Tq, Tk), got shape {tuple(mask.shape)}")
-            if mask.ndim == 2 and mask.shape[1] != kv_len:
-                raise ValueError(f"key-padding mask has {mask.shape[1]} columns, expected {kv_len}")
+            if mask.ndim not in (2, 4) or mask.ndim == 2 and mask.shape[1] != kv_len:
+                raise ValueError(f"attention_mask must be (B, {kv_len}) or (B, 1, {T}, {kv_len}), got {tuple(mask.shape)}")
             mask = mask.bool() if mask.ndim == 4 else mask.bool()[:, None, None, :]
         is_causal = causal and mask is None and cache is None  # SDPA's own causal kernel, no mask tensor
         if causal and not is_causal and (mask is None or isinstance(mask, torch.Tensor)):  # not a BlockMask
@@ -476,11 +471,10 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
 
 
 # -----------------------------------------------------------------------------
-# diffusion math: noise schedule, forward masking, losses, the BD3LM mask
+# diffusion math: noise schedule, forward masking, the BD3LM mask, losses
 #
-# Masked diffusion: at time t in [0, 1] each token is kept with probability
-# alpha(t) and replaced by <|mask|> otherwise (alpha(0) = 1: clean, alpha(1) = 0:
-# all masks). The negative ELBO is
+# Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced
+# by <|mask|> otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO is
 #     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)),
 # which for the linear schedule alpha = 1 - t is w(t) = 1/t.
 
@@ -493,19 +487,14 @@ def alpha(t, schedule="linear"):
     return 1 - t if schedule == "linear" else 1 - torch.cos(math.pi / 2 * (1 - t))
 
 
-def alpha_prime(t, schedule="linear"):
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    return -torch.ones_like(t) if schedule == "linear" else -(math.pi / 2) * torch.sin(math.pi / 2 * (1 - t))
-
-
 def loss_weight(t, schedule="linear", weight_type="scheduler"):
-    """w(t) = -alpha'(t) / (1 - alpha(t)) ('scheduler', the ELBO) or 1 ('uniform')."""
+    """The ELBO's w(t) ('scheduler') or 1 ('uniform')."""
     if weight_type == "uniform":
         return torch.ones_like(t)
-    if weight_type == "scheduler":
-        return -alpha_prime(t, schedule) / (1 - alpha(t, schedule))
-    raise ValueError(f"unknown loss_weight_type {weight_type!r}; choose scheduler or uniform")
+    if weight_type != "scheduler":
+        raise ValueError(f"unknown loss_weight_type {weight_type!r}; choose scheduler or uniform")
+    alpha_prime = -torch.ones_like(t) if schedule == "linear" else -(math.pi / 2) * torch.sin(math.pi / 2 * (1 - t))
+    return -alpha_prime / (1 - alpha(t, schedule))  # alpha() rejects an unknown schedule
 
 
 def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, device="cpu"):
@@ -523,8 +512,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
 def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
     """q(x_t | x_0): mask every scored position (label != -100) with prob 1 - alpha(t).
     t is (B,) or (B, L) (per-block times broadcast to tokens). Returns (x_t, masked)."""
-    p_mask = 1 - alpha(t, schedule)
-    p_mask = p_mask[:, None] if p_mask.ndim == 1 else p_mask
+    p_mask = (1 - alpha(t, schedule)).reshape(len(t), -1)  # (B, 1) or (B, L)
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     masked = (u < p_mask) & (labels != -100)
     return torch.where(masked, mask_token_id, input_ids), masked
@@ -632,22 +620,17 @@ def normalize_loss(token_loss, labels, norm_type="token"):
     raise ValueError(f"unknown loss_norm_type {norm_type!r}; choose token, sequence or batch")
 
 
-def masked_rows(masked, right_shift_logits=False):
-    # (b, i) of every masked token and the row whose logits predict it: only those rows need the
-    # LM head, which spares the head and the fp32 log-softmax on the ~half of positions left clean
-    b, i = masked.nonzero(as_tuple=True)
-    return b, i, logit_rows(i, right_shift_logits)
-
-
 def _token_ce(logits, targets, b, i):
-    # logits (N, V) of the scored tokens (b, i) -> their CE in fp32, in a zero (B, L) grid like targets
+    # logits (N, V) of the scored tokens (b, i) -> their CE in fp32, in a zero (B, L) grid like targets.
+    # The losses run the LM head on those rows alone (logits_slice): that spares the head and the fp32
+    # log-softmax on every unscored position, about half of them under diffusion
     ce = F.cross_entropy(logits.float(), targets[b, i], reduction="none")
     return torch.zeros(targets.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce)
 
 
 def _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type):
-    w = loss_weight(t, schedule, weight_type)
-    w = w[:, None] if w.ndim == 1 else w  # per sequence (B,) or per token (B, L)
+    # the ELBO term above: the CE of the masked tokens (b, i) times w(t), t per row (B,) or per token (B, L)
+    w = loss_weight(t, schedule, weight_type).reshape(len(t), -1)  # (B, 1) or (B, L)
     return normalize_loss(_token_ce(logits, input_ids, b, i) * w, labels, norm_type)
 
 
@@ -655,8 +638,8 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
               weight_type="scheduler", norm_type="token", right_shift_logits=False):
     """MDLM loss of a noisy batch (xt, masked) at times t (B,): a bidirectional forward on x_t,
     CE on the masked tokens weighted by w(t), normalised."""
-    b, i, src = masked_rows(masked, right_shift_logits)
-    logits = model(xt, attention_mask=attention_mask, causal=False, logits_slice=(b, src))
+    b, i = masked.nonzero(as_tuple=True)
+    logits = model(xt, attention_mask=attention_mask, causal=False, logits_slice=(b, logit_rows(i, right_shift_logits)))
     return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
@@ -675,14 +658,15 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_ma
                weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
     """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per
     token (B, L). attention_mask: a key-padding mask (B, L) or None; attn_mask: a ready mask, for benchmarks."""
-    b, i, src = masked_rows(masked, right_shift_logits)  # src < L: rows of the x_t half
-    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, (b, src), attn_mask)
+    b, i = masked.nonzero(as_tuple=True)
+    rows = (b, logit_rows(i, right_shift_logits))
+    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, rows, attn_mask)
     return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
 def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):
-    """Next-token CE under causal attention: logit i predicts token i+1, scored where labels[:, i+1]
-    != -100 (the LM head runs on those rows only), normalised over the targets labels[:, 1:]."""
+    """Next-token CE under causal attention: logit i predicts token i+1, scored where
+    labels[:, i+1] != -100, normalised over the targets labels[:, 1:]."""
     tgt = labels[:, 1:]
     b, i = (tgt != -100).nonzero(as_tuple=True)
     logits = model(input_ids, attention_mask=attention_mask, causal=True, logits_slice=(b, i))

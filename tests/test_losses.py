@@ -87,6 +87,15 @@ def test_mdlm_loss_by_hand(case, schedule, weight_type, norm, shift):
     assert torch.equal(ids, xt) and kw["causal"] is False  # bidirectional forward on x_t
 
 
+def test_unknown_loss_settings_name_the_choices(case):
+    x0, labels, masked, t, logits = case
+    for kw, message in [(dict(schedule="cos"), "unknown schedule 'cos'; choose one of \\('linear', 'cosine'\\)"),
+                        (dict(weight_type="elbo"), "unknown loss_weight_type 'elbo'; choose scheduler or uniform"),
+                        (dict(norm_type="row"), "unknown loss_norm_type 'row'; choose token, sequence or batch")]:
+        with pytest.raises(ValueError, match=message):
+            mdlm_loss(Stub(logits), x0, labels, torch.where(masked, 4, x0), masked, t, **kw)
+
+
 def test_bd3lm_loss_by_hand_per_block_t(case):
     x0, labels, masked, _, logits = case
     L, block = 4, 2

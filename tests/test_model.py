@@ -456,6 +456,8 @@ def test_causal_cache_matches_full_forward():
     assert maxdiff(torch.cat(parts, 1), full) <= 1e-5
     with pytest.raises(ValueError, match="KV cache overflow"):
         m(x[:, :1], cache=cache)
+    with pytest.raises(ValueError, match=r"attention_mask must be \(B, 20\) or \(B, 1, 20, 20\), got \(2, 19\)"):
+        m(x, attention_mask=torch.ones(2, 19))
 
 
 # -----------------------------------------------------------------------------
