@@ -8,6 +8,9 @@ GPU check (run by bench/gpu_check.sh): the CUDA-only paths and the numbers a GPU
    recompute at steps 64 and 256; MDLM cache none | prefix | dual x threshold off | 0.9
    (random weights: speed only, EOS switched off), with peak memory.
 4. BD3LM exact vs recompute tokens in float32 on CUDA: they must be identical.
+5. One decoding step at batch 1 against a prompt_len cache, bf16: AR (one token) against a
+   BD3LM block step (8 and 32 tokens), eager and under torch.compile. A block step pays off when
+   it commits more tokens than its cost in AR steps (the break-even column).
 
     python bench/gpu_check.py              # on a GPU, ~5 min
     python bench/gpu_check.py --tiny=True  # a CPU smoke run of the same code on a tiny model
@@ -178,6 +181,43 @@ def sampling():
     print(f"{diff}/{n} tokens differ | {'IDENTICAL' if diff == 0 else 'DIFFERENT'}")
 
 
+@torch.no_grad()
+def step_cost(iters=30):
+    print(f"\n## 5. one decoding step, batch 1, after a {prompt_len}-token prompt: AR vs a BD3LM block step")
+    print("| step | eager ms | compiled ms | break-even tokens / forward (eager, compiled) |")
+    print("|---|---|---|---|")
+    m = model.to(torch.bfloat16 if dev.type == "cuda" else torch.float32).eval()
+    cache = m.new_cache(1, prompt_len + 32)
+    m(torch.randint(0, cfg.vocab_size - 1, (1, prompt_len), device=dev), causal=True, cache=cache, append=True)
+
+    def step(x, causal):  # the block (or token) against the cache, written at the same place every time
+        return m(x, causal=causal, cache=cache, cache_pos=prompt_len)
+
+    def ms(fn, x, causal):
+        for _ in range(3):  # warm-up (and compilation)
+            fn(x, causal)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn(x, causal)
+        sync()
+        return 1e3 * (time.perf_counter() - t0) / iters
+
+    compiled = torch.compile(step, dynamic=False)
+    ar = None
+    for n in (1, 8, 32):
+        x = torch.randint(0, cfg.vocab_size - 1, (1, n), device=dev)
+        e = ms(step, x, n == 1)
+        try:
+            c = ms(compiled, x, n == 1)
+        except Exception as err:  # a compiler failure is a result too
+            print(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]})")
+            c = float("nan")
+        ar = ar or (e, c)
+        name = "AR, 1 token" if n == 1 else f"BD3LM block of {n}"
+        print(f"| {name} | {e:.2f} | {c:.2f} | {e / ar[0]:.2f}, {c / ar[1]:.2f} |", flush=True)
+
+
 if __name__ == "__main__":
     from configurator import configure
     configure(globals())
@@ -195,4 +235,5 @@ if __name__ == "__main__":
     model.causal = False
     check_flex()
     train_throughput()
+    step_cost()
     sampling()
