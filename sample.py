@@ -437,7 +437,7 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
         end = torch.maximum(torch.minimum(start + s.block_size, lens), start)
         blocks.append((start, end, start, end))
     col = torch.arange(T, device=dev)
-    history = [x.cpu()] if return_history else None
+    history = [x.to("cpu", copy=True)] if return_history else None
     nfe = _mdlm_loop(model, x, (col < lens[:, None]).long(), blocks, col.expand(len(inputs), T), s, generator,
                      _reporter(s, on_step, history, dev))
     seqs = [row[:n] for row, n in zip(x.tolist(), lens.tolist())]
