@@ -337,27 +337,31 @@ def _synced_time(device):
 # MDLM: the whole canvas, denoised block by block with bidirectional attention
 
 
-def _right_padded(rows, T, fill, dev):
-    x = torch.full((len(rows), T), fill, dtype=torch.long, device=dev)
-    for j, p in enumerate(rows):
-        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
-    return x
-
-
 @torch.no_grad()
-def _mdlm_loop(model, x, amask, blocks, answers, s, generator, report):
-    """Denoise canvas x (B, T) in place -> the steps taken, one forward each. blocks: per block,
-    (start, end, lo, hi) (B,) tensors: the schedule counts the masks in [start, end), and the masks
-    in [lo, hi) are candidates. answers (B, W): the columns of x that report() sees."""
-    B, T = x.shape
-    mask, col = s.mask_token_id, torch.arange(T, device=x.device)
+def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
+    """Denoise the masks in rows (token id lists) -> GenerateOutput, the sequences the columns
+    answers (B, W). Canvas x (B, T): the rows, right-padded with EOS that attention ignores, as in
+    the reference. blocks: per block, (start, end, lo, hi) (B,) tensors: the schedule counts the
+    masks in [start, end), and the masks in [lo, hi) are candidates. One forward a step."""
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    B, T, mask = len(rows), max(len(r) for r in rows), s.mask_token_id
+    x = torch.full((B, T), s.eos[0], dtype=torch.long, device=dev)
+    for j, r in enumerate(rows):
+        x[j, :len(r)] = torch.tensor(r, dtype=torch.long)
+    col = torch.arange(T, device=dev)
+    amask = (col < torch.tensor([len(r) for r in rows], device=dev)[:, None]).long()
     given = amask.bool() & (x != mask)
     amask, pos_ids = _cfg_twice(amask, s), _cfg_twice(col.expand(B, T), s)
     kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
     if amask.all():  # no padding: attention without a mask runs a faster kernel
         amask = None
-    steps_per_block, step = math.ceil(s.steps / len(blocks)), 0
+    history = [x.gather(1, answers).cpu()] if return_history else None
+    report = _reporter(s, on_step, history, dev)
+    steps_per_block, step, stop = math.ceil(s.steps / len(blocks)), 0, False
     for start, end, lo, hi in blocks:
+        if stop:
+            break
         window = (col >= lo[:, None]) & (col < hi[:, None])
         in_block = (col >= start[:, None]) & (col < end[:, None])
         counts = _counts(((x == mask) & in_block).sum(1), steps_per_block, s, generator)
@@ -390,33 +394,25 @@ def _mdlm_loop(model, x, amask, blocks, answers, s, generator, report):
             logits = _cfg_combine(model.lm_head(h[:, logit_rows(cols, s.right_shift_logits) - fs]), s)
             _unmask(x, logits, cols, cand, k, step, s, generator)
             step += 1
-            if report(step, x.gather(1, answers)):
-                return step
-    return step
+            if stop := report(step, x.gather(1, answers)):
+                break
+    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x.gather(1, answers).tolist()]
+    return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
 
 
 def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
-    """MDLM sampling. Canvas: prompt, then max_new_tokens masks; shorter rows are padded with EOS
-    that attention ignores, as in the reference. The masks are split into blocks of block_size,
+    """MDLM sampling. Canvas: prompt, then max_new_tokens masks, split into blocks of block_size,
     each denoised in ceil(steps / num_blocks) steps."""
-    dev = model.lm_head.weight.device
-    t0 = _synced_time(dev)
     prompts = _with_bos(prompts, s)
-    N, bs = s.max_new_tokens, s.block_size
+    N, bs, dev = s.max_new_tokens, s.block_size, model.lm_head.weight.device
     lens = torch.tensor([len(p) for p in prompts], device=dev)
-    x = _right_padded(prompts, int(lens.max()) + N, s.eos[0], dev)
-    col = torch.arange(x.shape[1], device=dev)
-    x[(col >= lens[:, None]) & (col < lens[:, None] + N)] = s.mask_token_id
     # a block counts the masks in [start, end), and every mask left of its end is a candidate (so
     # one inside the prompt, too)
     starts = [lens + b * bs for b in range(math.ceil(N / bs))]
     blocks = [(start, torch.minimum(start + bs, lens + N), torch.zeros_like(lens), start + bs) for start in starts]
-    answers = lens[:, None] + torch.arange(N, device=dev)
-    history = [x.gather(1, answers).cpu()] if return_history else None
-    nfe = _mdlm_loop(model, x, (col < lens[:, None] + N).long(), blocks, answers, s, generator,
-                     _reporter(s, on_step, history, dev))
-    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x.gather(1, answers).tolist()]
-    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+    answers = lens[:, None] + torch.arange(N, device=dev)  # (B, N): the masks' columns
+    rows = [p + [s.mask_token_id] * N for p in prompts]
+    return _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history)
 
 
 def infill(model, inputs, settings=None, generator=None, on_step=None, return_history=False, **kw):
@@ -424,24 +420,18 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
     as long as the inputs. MDLM whatever the checkpoint's objective: blocks of block_size (default:
     one block) filled left to right. kw: Settings fields but method, cache, max_new_tokens, stop_at_eos."""
     s = replace(settings or Settings(block_size=0), **{**kw, "method": "mdlm", "cache": "none", "stop_at_eos": False})
-    dev = model.lm_head.weight.device
-    t0 = _synced_time(dev)
     inputs = _with_bos(inputs, s)
-    lens = torch.tensor([len(p) for p in inputs], device=dev)
+    lens = torch.tensor([len(p) for p in inputs], device=model.lm_head.weight.device)
     T = int(lens.max())
     s = replace(s, block_size=s.block_size or T).check()
-    x = _right_padded(inputs, T, s.eos[0], dev)
     blocks = []
-    for b in range(math.ceil(T / s.block_size)):
-        start = torch.full_like(lens, b * s.block_size)
-        end = torch.maximum(torch.minimum(start + s.block_size, lens), start)
+    for a in range(0, T, s.block_size):  # the candidates are the block's own masks
+        start, end = torch.full_like(lens, a), lens.clamp(max=a + s.block_size)
         blocks.append((start, end, start, end))
-    col = torch.arange(T, device=dev)
-    history = [x.to("cpu", copy=True)] if return_history else None
-    nfe = _mdlm_loop(model, x, (col < lens[:, None]).long(), blocks, col.expand(len(inputs), T), s, generator,
-                     _reporter(s, on_step, history, dev))
-    seqs = [row[:n] for row, n in zip(x.tolist(), lens.tolist())]
-    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+    answers = torch.arange(T, device=lens.device).expand(len(inputs), T)  # every column
+    out = _mdlm(model, inputs, blocks, answers, s, generator, on_step, return_history)
+    out.sequences = [row[:n] for row, n in zip(out.sequences, lens.tolist())]
+    return out
 
 
 # -----------------------------------------------------------------------------
