@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -148,29 +147,24 @@ def load(model_name_or_path, dtype=None, device=None):
 # what both samplers share: how many to unmask, what to propose, which to commit, guidance
 
 
-@lru_cache(maxsize=None)
-def unmask_prob(k, steps):
-    # P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
-    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. Evaluated in float32
-    # the way the reference's scheduler does it, because its rounding decides the x.5 ties
-    # of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
-    s, t = (torch.tensor(v / steps, dtype=torch.float32) for v in (k - 1, k))
-    return 1 - ((1 - alpha(s)) / (1 - alpha(t))).item()
-
-
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
     """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps.
 
-    Each step unmasks round_half_even(n_left * unmask_prob) (or a binomial draw).
-    Steps that would unmask nothing are dropped: the model is not conditioned on t,
-    so they would only repeat the same forward. Rows are right-padded with zeros."""
+    Each step unmasks round_half_even(n_left * p) (or a binomial draw). Steps that would unmask
+    nothing are dropped: the model is not conditioned on t, so they would only repeat the same
+    forward. Rows are right-padded with zeros."""
+    # p = P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
+    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. The ratio is evaluated in
+    # float32 the way the reference's scheduler does it, because its rounding decides the x.5
+    # ties of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
+    a = alpha(torch.tensor([k / steps for k in range(steps, -1, -1)], dtype=torch.float32))  # t = 1 .. 0
+    probs = [1 - r for r in ((1 - a[1:]) / (1 - a[:-1])).tolist()]
     rows = []
     for n in n_masked.tolist():
         row = []
-        for k in range(steps, 0, -1):
+        for p in probs:
             if n == 0:
                 break
-            p = unmask_prob(k, steps)
             if stochastic:
                 dev = generator.device if generator is not None else "cpu"
                 c = int(torch.binomial(torch.tensor([float(n)], device=dev), torch.tensor([p], device=dev),
@@ -230,13 +224,10 @@ def select(conf, k=None, threshold=None, factor=None):
             if kj > 0:
                 take[j, torch.topk(conf[j], kj).indices] = True
         return take
-    if threshold is not None:
-        take = cand & (conf >= threshold)
-    else:
-        srt, idx = conf.sort(-1, descending=True)
-        n = torch.arange(1, W + 1, device=conf.device)
-        ok = ((n + 1) * (1 - srt) <= factor).long().cumprod(-1).sum(-1, keepdim=True)  # (B, 1)
-        take = take.scatter(1, idx, n[None] <= ok)
+    srt, idx = conf.sort(-1, descending=True)  # either rule commits a prefix of this ranking
+    n = torch.arange(1, W + 1, device=conf.device)
+    ok = (srt >= threshold) if threshold is not None else ((n + 1) * (1 - srt) <= factor)
+    take = take.scatter(1, idx, n[None] <= ok.long().cumprod(-1).sum(-1, keepdim=True))
     best = torch.zeros_like(cand).scatter(1, conf.argmax(-1, keepdim=True), True)
     return (take | best) & cand
 
@@ -274,17 +265,13 @@ def _reporter(s, on_step, history, dev):
         if not s.stop_at_eos:
             return False
         is_eos = torch.isin(answers, eos)
-        first = torch.where(is_eos.any(1), is_eos.long().argmax(1), answers.shape[1])
-        before = torch.arange(answers.shape[1], device=dev)[None] < first[:, None]
-        return bool((is_eos.any(1) & ~((answers == s.mask_token_id) & before).any(1)).all())
+        first = (is_eos | (answers == s.mask_token_id)).long().argmax(1)  # the first EOS or mask
+        return bool(is_eos.gather(1, first[:, None]).all())
     return report
 
 
-def trim(ids, eos):
-    for i, t in enumerate(ids):
-        if t in eos:
-            return ids[:i]
-    return ids
+def trim(ids, eos):  # ids up to the first EOS
+    return next((ids[:i] for i, t in enumerate(ids) if t in eos), ids)
 
 
 @dataclass
