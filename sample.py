@@ -18,10 +18,10 @@ Fast-dLLM's approximate prefix / dual caches for MDLM, and threshold / factor pa
 import itertools
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -136,11 +136,10 @@ def load(model_name_or_path, dtype=None, device=None):
                          f"make the checkpoint with convert.py")
     if not ids["eos"]:
         raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
-    defaults = dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
-                    block_size=c.block_size or 32, mask_token_id=ids["mask"],
-                    right_shift_logits=bool(c.right_shift_logits), eos_token_id=ids["eos"],
-                    pad_token_id=ids["pad"], bos_token_id=ids["bos"])
-    return model, tok, defaults
+    return model, tok, dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
+                            block_size=c.block_size or 32, right_shift_logits=bool(c.right_shift_logits),
+                            mask_token_id=ids["mask"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+                            bos_token_id=ids["bos"])
 
 
 # -----------------------------------------------------------------------------
@@ -171,7 +170,6 @@ def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
                                        generator=generator).item())
             else:
                 c = round(n * p)  # python's round is half-to-even, as torch.round
-            c = min(c, n)
             n -= c
             if c > 0:
                 row.append(c)
@@ -530,15 +528,15 @@ def read_prompts(prompt, prompt_file):
     """-> a list of prompts: strings, or message lists (jsonl "messages")."""
     if prompt:
         return [prompt]
-    if not prompt_file:
-        if sys.stdin.isatty():
-            raise SystemExit("error: no prompts. Pass --prompt=TEXT, --prompt_file=FILE (.txt, one per line, or "
-                             ".jsonl with prompt or messages), or pipe prompts on stdin, one per line")
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not os.path.isfile(prompt_file):
+    if not prompt_file and sys.stdin.isatty():
+        raise SystemExit("error: no prompts. Pass --prompt=TEXT, --prompt_file=FILE (.txt, one per line, or "
+                         ".jsonl with prompt or messages), or pipe prompts on stdin, one per line")
+    if prompt_file and not Path(prompt_file).is_file():
         raise SystemExit(f"error: --prompt_file {prompt_file!r} does not exist")
-    with open(prompt_file) as f:
-        lines = [(i, line.rstrip("\n")) for i, line in enumerate(f, 1) if line.strip()]
+    text = Path(prompt_file).read_text() if prompt_file else sys.stdin.read()
+    lines = [(i, line) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not lines:
+        raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
     if not prompt_file.endswith(".jsonl"):
         return [line for _, line in lines]
     items = []
@@ -584,8 +582,6 @@ def main(given):
     try:
         cli = Settings(**{k: globals()[k] for k in SETTINGS}).check()  # before the model loads: fail at once
         items = read_prompts(prompt, prompt_file)
-        if not items:
-            raise ValueError("no prompts found (empty --prompt_file or stdin)")
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
@@ -603,7 +599,6 @@ def main(given):
                   f"{s.max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
             p = p[-budget:]
         ids.append(p)
-    torch.manual_seed(seed)
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
     num_blocks = math.ceil(s.max_new_tokens / s.block_size)
@@ -617,8 +612,7 @@ def main(given):
             res = generate(model, [ids[i] for i in batch], s, generator=gen, on_step=lambda *_: bar.update(1))
         except ValueError as e:
             raise SystemExit(f"error: {e}")
-        bar.n = (bi + 1) * per_batch  # past the steps an early stop skipped
-        bar.refresh()
+        bar.update((bi + 1) * per_batch - bar.n)  # past the steps an early stop skipped
         n_fe, secs = n_fe + res.nfe, secs + res.seconds
         for i, seq in zip(batch, res.sequences):
             n_tok += len(seq)
