@@ -218,9 +218,7 @@ def select(conf, k=None, threshold=None, factor=None):
     if threshold is None and factor is None:
         n = cand.sum(1).tolist()  # one device sync, not one per row
         for j in range(B):
-            kj = min(int(k[j]), n[j])
-            if kj > 0:
-                take[j, torch.topk(conf[j], kj).indices] = True
+            take[j, torch.topk(conf[j], min(int(k[j]), n[j])).indices] = True
         return take
     srt, idx = conf.sort(-1, descending=True)  # either rule commits a prefix of this ranking
     n = torch.arange(1, W + 1, device=conf.device)
@@ -236,11 +234,8 @@ def _unmask(region, logits, cols, cand, k, step, s, generator):
     committed now; k: this step's counts from _counts; step: the steps before this one."""
     # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
     # threshold, loop forever). The reference allows it; a trained model never picks it.
-    logits[..., s.mask_token_id] = -torch.inf
-    if s.suppress_tokens:
-        logits[..., s.suppress_tokens] = -torch.inf
-    if step < s.eos_suppress_steps:
-        logits[..., s.eos] = -torch.inf
+    banned = [s.mask_token_id, *(s.suppress_tokens or []), *(s.eos if step < s.eos_suppress_steps else [])]
+    logits[..., banned] = -torch.inf
     x0, conf = propose(logits, s.temperature, s.remasking, s.begin_suppress_tokens, generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
     conf_full = torch.full(cand.shape, -torch.inf, dtype=conf.dtype, device=conf.device)
@@ -361,9 +356,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
             if k is None and not cand.any():
                 break
             inp, kw = _cfg_rows(x, given, s), dict(attention_mask=amask, causal=False, return_hidden=True)
-            if s.cache == "none":  # exact: the whole canvas, every step
-                h = model(inp, position_ids=pos_ids, logits_slice=slice(fs, whi), **kw)
-            elif i == 0:  # block start: a full forward rewrites the cache, and is this step's forward
+            if kv is None or i == 0:  # the whole canvas: exact, or at a block start (re)writing the cache
                 h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
                           logits_slice=slice(fs, whi), **kw)
                 if s.cache == "prefix":
@@ -373,8 +366,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
                           logits_slice=slice(0, whi - fs), **kw)
             else:  # dual: only the block; what follows it keeps its K/V from the block start
                 h = model(inp[:, fs:whi], position_ids=pos_ids[:, fs:whi], cache=kv, cache_pos=fs, **kw)
-            # h (R, whi - fs, C) covers columns [fs, whi). The LM head runs only where a token may be
-            # committed; with right shift the logit of column c-1 predicts token c (column 0: itself)
+            # h (R, whi - fs, C): the columns [fs, whi). The LM head only where a token may be committed
             cols = cand.any(0).nonzero()[:, 0]  # (n,)
             logits = _cfg_combine(model.lm_head(h[:, logit_rows(cols, s.right_shift_logits) - fs]), s)
             _unmask(x, logits, cols, cand, k, step, s, generator)
@@ -496,7 +488,6 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
             step += 1
             if stop := report(step, x[:, P:]):
                 break
-        # the block is final (its K/V enter the cache with the next block's first step)
         if s.exclude_pad_tokens:  # the reference's rule: its pad tokens are padding from now on
             valid[:, lo:hi] = x[:, lo:hi] != s.pad
         done |= torch.isin(x[:, lo:hi], eos).any(1)
@@ -509,8 +500,7 @@ def generate(model, prompts, settings=None, *, generator=None, on_step=None, ret
 
     settings: a Settings (default: its defaults); kw: any of its fields, which win (so
     generate(model, prompts, **defaults_from_load, steps=64) works). generator: a torch.Generator
-    on the model's device; on_step(step, answers (B, W)) after every step; return_history: the
-    answers after every step."""
+    on the model's device; on_step(step, answers (B, W)) after every step."""
     if not prompts:
         raise ValueError("prompts is empty")
     s = replace(settings or Settings(), **kw).check()
@@ -591,14 +581,11 @@ def main(given):
     if budget < 1:
         raise SystemExit(f"error: --max_new_tokens={s.max_new_tokens} leaves no room for a prompt in the context "
                          f"of {limit} tokens; lower it")
-    ids = []
-    for i, item in enumerate(items):
-        p = encode(tok, item, chat_template)
-        if len(p) > budget:
-            print(f"warning: prompt {i} has {len(p)} tokens, more than the {budget} that fit before "
-                  f"{s.max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
-            p = p[-budget:]
-        ids.append(p)
+    ids = [encode(tok, item, chat_template) for item in items]
+    if long := [i for i, p in enumerate(ids) if len(p) > budget]:
+        print(f"warning: prompt(s) {long} have more than the {budget} tokens that fit before {s.max_new_tokens} "
+              f"new ones in a context of {limit}; truncated from the left", file=sys.stderr)
+    ids = [p[-budget:] for p in ids]
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
     num_blocks = math.ceil(s.max_new_tokens / s.block_size)
