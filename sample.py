@@ -127,9 +127,8 @@ def load(model_name_or_path, dtype=None, device=None):
     tok = transformers.AutoTokenizer.from_pretrained(path)
     c = model.config
     if not c.is_a2d:
-        print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one; sampling it as a "
-              f"diffusion LM gives noise. Convert it first: python convert.py --model_name_or_path={path}",
-              file=sys.stderr)
+        print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one: sampled as a diffusion LM it "
+              f"gives noise. Convert it first: python convert.py --model_name_or_path={path}", file=sys.stderr)
     ids = special_ids(c, tok)
     if ids["mask"] is None:
         raise ValueError(f"{path} has no mask token (config.json mask_token_id or tokenizer mask_token); "
@@ -334,8 +333,8 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
     given = amask.bool() & (x != mask)
     amask, pos_ids = _cfg_twice(amask, s), _cfg_twice(col.expand(B, T), s)
     kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
-    if amask.all():  # no padding: attention without a mask runs a faster kernel
-        amask = None
+    # no padding: attention without a mask runs a faster kernel
+    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)
     history = [x.gather(1, answers).cpu()] if return_history else None
     report = _reporter(s, on_step, history, dev)
     steps_per_block, step, stop = math.ceil(s.steps / len(blocks)), 0, False
@@ -355,7 +354,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
             cand = (x == mask) & window
             if k is None and not cand.any():
                 break
-            inp, kw = _cfg_rows(x, given, s), dict(attention_mask=amask, causal=False, return_hidden=True)
+            inp = _cfg_rows(x, given, s)
             if kv is None or i == 0:  # the whole canvas: exact, or at a block start (re)writing the cache
                 h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
                           logits_slice=slice(fs, whi), **kw)
@@ -383,8 +382,7 @@ def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_histor
     prompts = _with_bos(prompts, s)
     N, bs, dev = s.max_new_tokens, s.block_size, model.lm_head.weight.device
     lens = torch.tensor([len(p) for p in prompts], device=dev)
-    # a block counts the masks in [start, end), and every mask left of its end is a candidate (so
-    # one inside the prompt, too)
+    # a block's candidates are all the masks left of its end (so one inside the prompt, too)
     starts = [lens + b * bs for b in range(math.ceil(N / bs))]
     blocks = [(start, torch.minimum(start + bs, lens + N), torch.zeros_like(lens), start + bs) for start in starts]
     answers = lens[:, None] + torch.arange(N, device=dev)  # (B, N): the masks' columns
