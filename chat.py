@@ -109,13 +109,12 @@ def main(given):
         import readline  # noqa: F401  (line editing and history for input())
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     messages = []
-    mode = "chat" if chat_template else "raw continuation (Enter alone: generate from scratch)"
-    print(f"{model_name_or_path}: {s.method}, block {s.block_size}, "
-          f"{str(model.lm_head.weight.dtype)[6:]}, {mode}. /help for commands.", file=info)
+    print(f"{model_name_or_path}: {s.method}, block {s.block_size}, {str(model.lm_head.weight.dtype)[6:]},",
+          "chat." if chat_template else "raw continuation (Enter alone: from scratch).", "/help for commands.", file=info)
     while True:
         try:
             line = input("> " if tty else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: quit
             print(file=info)
             return
         if line.strip().startswith("/"):
@@ -148,7 +147,4 @@ def main(given):
 
 
 if __name__ == "__main__":
-    try:
-        main(configure(globals()))
-    except KeyboardInterrupt:  # at the prompt: quit
-        print()
+    main(configure(globals()))
