@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 import torch
 
 from configurator import configure, parse_value
-from sample import SETTINGS, Settings, encode, generate, load
+from sample import SETTINGS, Settings, encode, generate, load, trim
 
 # -----------------------------------------------------------------------------
 # command-line options (--key=value); every sample.Settings field is one too, and /set changes it
@@ -40,13 +40,10 @@ globals().update(SETTINGS, stop_at_eos=True)  # method, block_size, the token id
 def render(tok, ids, mask_token_id, eos_token_id, placeholder="░"):
     """One canvas row -> text: masks as placeholders, nothing from the first EOS on. Runs of tokens
     are decoded together, so that a character made of several tokens comes out whole."""
-    eos = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
-    text = []
-    for masked, run in itertools.groupby(itertools.takewhile(lambda t: t not in eos, ids),
-                                         key=lambda t: t == mask_token_id):
-        run = list(run)
-        text.append(placeholder * len(run) if masked else tok.decode(run, skip_special_tokens=True))
-    return "".join(text)
+    eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    runs = itertools.groupby(trim(ids, eos), key=lambda t: t == mask_token_id)
+    return "".join(placeholder * len(list(run)) if masked else tok.decode(list(run), skip_special_tokens=True)
+                   for masked, run in runs)
 
 
 def render_frames(tok, history, mask_token_id, eos_token_id, row=0, placeholder="░"):
@@ -69,30 +66,28 @@ def live_view(stream):
     return show
 
 
-def command(line, s, messages, info):
-    """Run a /command -> the settings from now on. /reset empties messages in place."""
+def command(line, s, messages):
+    """Run a /command -> (the settings from now on, the reply). /reset empties messages in place."""
     name, _, arg = line.partition(" ")
     key, eq, raw = (part.strip() for part in arg.partition("="))
     if name in ("/exit", "/quit"):
         sys.exit()
-    elif name == "/help":
-        print(__doc__[__doc__.index("commands:"):].rstrip(), file=info)
-    elif name == "/reset":
+    if name == "/help":
+        return s, __doc__[__doc__.index("commands:"):].rstrip()
+    if name == "/reset":
         messages.clear()
-        print("(conversation cleared)", file=info)
-    elif name == "/set" and not arg:
-        print("\n".join(f"  {k}={v!r}" for k, v in asdict(s).items() if k != "stop_at_eos"), file=info)
-    elif name == "/set" and (not eq or key not in SETTINGS):
-        print(f"usage: /set key=value with key one of {', '.join(SETTINGS)}", file=info)
-    elif name == "/set":
-        try:  # refused here, not at the next answer
-            s = replace(s, **{key: parse_value(key, raw, getattr(s, key))}).check()
-            print(f"{key}={getattr(s, key)!r}", file=info)
-        except ValueError as e:
-            print(f"error: {e}", file=info)
-    else:
-        print(f"unknown command {name}; /help lists them", file=info)
-    return s
+        return s, "(conversation cleared)"
+    if name != "/set":
+        return s, f"unknown command {name}; /help lists them"
+    if not arg:
+        return s, "\n".join(f"  {k}={v!r}" for k, v in asdict(s).items() if k != "stop_at_eos")
+    if not eq or key not in SETTINGS:
+        return s, f"usage: /set key=value with key one of {', '.join(SETTINGS)}"
+    try:  # refused here, not at the next answer
+        s = replace(s, **{key: parse_value(key, raw, getattr(s, key))}).check()
+    except ValueError as e:
+        return s, f"error: {e}"
+    return s, f"{key}={getattr(s, key)!r}"
 
 
 def main(given):
@@ -114,17 +109,17 @@ def main(given):
         import readline  # noqa: F401  (line editing and history for input())
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     messages = []
-    mode = "chat" if chat_template else "raw continuation (Enter alone: generate from scratch)"
-    print(f"{model_name_or_path}: {s.method}, block {s.block_size}, "
-          f"{str(model.lm_head.weight.dtype)[6:]}, {mode}. /help for commands.", file=info)
+    print(f"{model_name_or_path}: {s.method}, block {s.block_size}, {str(model.lm_head.weight.dtype)[6:]},",
+          "chat." if chat_template else "raw continuation (Enter alone: from scratch).", "/help for commands.", file=info)
     while True:
         try:
             line = input("> " if tty else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: quit
             print(file=info)
             return
         if line.strip().startswith("/"):
-            s = command(line.strip(), s, messages, info)
+            s, reply = command(line.strip(), s, messages)
+            print(reply, file=info)
             continue
         question = {"role": "user", "content": line}
         ids = encode(tok, messages + [question] if chat_template else line, chat_template)
@@ -132,7 +127,7 @@ def main(given):
         if len(ids) > budget:
             print(f"(longer than the context: keeping the last {budget} tokens; /reset starts over)", file=info)
             ids = ids[-max(budget, 0):]
-        show = live_view(sys.stdout) if live else None
+        show = live_view(sys.stdout) if live else lambda text: print(text, flush=True)  # a pipe: the answer only
         on_step = (lambda _, answers: show(render(tok, answers[0].tolist(), s.mask_token_id, s.eos))) if live else None
         try:
             if live:
@@ -143,18 +138,13 @@ def main(given):
             print(stopped if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
             continue
         n, text = len(out.sequences[0]), tok.decode(out.sequences[0], skip_special_tokens=True)
+        show(text)
         if live:
-            show(text)
             print(f"\x1b[2m[{n} tokens, {out.nfe} forward passes, {out.seconds:.1f}s, "
                   f"{n / max(out.seconds, 1e-9):.1f} tokens/s]\x1b[0m", flush=True)
-        else:
-            print(text, flush=True)
         if chat_template:
             messages += [question, {"role": "assistant", "content": text}]
 
 
 if __name__ == "__main__":
-    try:
-        main(configure(globals()))
-    except KeyboardInterrupt:  # at the prompt: quit
-        print()
+    main(configure(globals()))

@@ -18,11 +18,10 @@ Fast-dLLM's approximate prefix / dual caches for MDLM, and threshold / factor pa
 import itertools
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -128,56 +127,48 @@ def load(model_name_or_path, dtype=None, device=None):
     tok = transformers.AutoTokenizer.from_pretrained(path)
     c = model.config
     if not c.is_a2d:
-        print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one; sampling it as a "
-              f"diffusion LM gives noise. Convert it first: python convert.py --model_name_or_path={path}",
-              file=sys.stderr)
+        print(f"warning: {path} is a plain {c.model_type} checkpoint, not an A2D one: sampled as a diffusion LM it "
+              f"gives noise. Convert it first: python convert.py --model_name_or_path={path}", file=sys.stderr)
     ids = special_ids(c, tok)
     if ids["mask"] is None:
         raise ValueError(f"{path} has no mask token (config.json mask_token_id or tokenizer mask_token); "
                          f"make the checkpoint with convert.py")
     if not ids["eos"]:
         raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
-    defaults = dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
-                    block_size=c.block_size or 32, mask_token_id=ids["mask"],
-                    right_shift_logits=bool(c.right_shift_logits), eos_token_id=ids["eos"],
-                    pad_token_id=ids["pad"], bos_token_id=ids["bos"])
-    return model, tok, defaults
+    return model, tok, dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
+                            block_size=c.block_size or 32, right_shift_logits=bool(c.right_shift_logits),
+                            mask_token_id=ids["mask"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+                            bos_token_id=ids["bos"])
 
 
 # -----------------------------------------------------------------------------
 # what both samplers share: how many to unmask, what to propose, which to commit, guidance
 
 
-@lru_cache(maxsize=None)
-def unmask_prob(k, steps):
-    # P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
-    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. Evaluated in float32
-    # the way the reference's scheduler does it, because its rounding decides the x.5 ties
-    # of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
-    s, t = (torch.tensor(v / steps, dtype=torch.float32) for v in (k - 1, k))
-    return 1 - ((1 - alpha(s)) / (1 - alpha(t))).item()
-
-
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
     """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps.
 
-    Each step unmasks round_half_even(n_left * unmask_prob) (or a binomial draw).
-    Steps that would unmask nothing are dropped: the model is not conditioned on t,
-    so they would only repeat the same forward. Rows are right-padded with zeros."""
+    Each step unmasks round_half_even(n_left * p) (or a binomial draw). Steps that would unmask
+    nothing are dropped: the model is not conditioned on t, so they would only repeat the same
+    forward. Rows are right-padded with zeros."""
+    # p = P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
+    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. The ratio is evaluated in
+    # float32 the way the reference's scheduler does it, because its rounding decides the x.5
+    # ties of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
+    a = alpha(torch.tensor([k / steps for k in range(steps, -1, -1)], dtype=torch.float32))  # t = 1 .. 0
+    probs = [1 - r for r in ((1 - a[1:]) / (1 - a[:-1])).tolist()]
     rows = []
     for n in n_masked.tolist():
         row = []
-        for k in range(steps, 0, -1):
+        for p in probs:
             if n == 0:
                 break
-            p = unmask_prob(k, steps)
             if stochastic:
                 dev = generator.device if generator is not None else "cpu"
                 c = int(torch.binomial(torch.tensor([float(n)], device=dev), torch.tensor([p], device=dev),
                                        generator=generator).item())
             else:
                 c = round(n * p)  # python's round is half-to-even, as torch.round
-            c = min(c, n)
             n -= c
             if c > 0:
                 row.append(c)
@@ -226,17 +217,12 @@ def select(conf, k=None, threshold=None, factor=None):
     if threshold is None and factor is None:
         n = cand.sum(1).tolist()  # one device sync, not one per row
         for j in range(B):
-            kj = min(int(k[j]), n[j])
-            if kj > 0:
-                take[j, torch.topk(conf[j], kj).indices] = True
+            take[j, torch.topk(conf[j], min(int(k[j]), n[j])).indices] = True
         return take
-    if threshold is not None:
-        take = cand & (conf >= threshold)
-    else:
-        srt, idx = conf.sort(-1, descending=True)
-        n = torch.arange(1, W + 1, device=conf.device)
-        ok = ((n + 1) * (1 - srt) <= factor).long().cumprod(-1).sum(-1, keepdim=True)  # (B, 1)
-        take = take.scatter(1, idx, n[None] <= ok)
+    srt, idx = conf.sort(-1, descending=True)  # either rule commits a prefix of this ranking
+    n = torch.arange(1, W + 1, device=conf.device)
+    ok = (srt >= threshold) if threshold is not None else ((n + 1) * (1 - srt) <= factor)
+    take = take.scatter(1, idx, n[None] <= ok.long().cumprod(-1).sum(-1, keepdim=True))
     best = torch.zeros_like(cand).scatter(1, conf.argmax(-1, keepdim=True), True)
     return (take | best) & cand
 
@@ -247,11 +233,8 @@ def _unmask(region, logits, cols, cand, k, step, s, generator):
     committed now; k: this step's counts from _counts; step: the steps before this one."""
     # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
     # threshold, loop forever). The reference allows it; a trained model never picks it.
-    logits[..., s.mask_token_id] = -torch.inf
-    if s.suppress_tokens:
-        logits[..., s.suppress_tokens] = -torch.inf
-    if step < s.eos_suppress_steps:
-        logits[..., s.eos] = -torch.inf
+    banned = [s.mask_token_id, *(s.suppress_tokens or []), *(s.eos if step < s.eos_suppress_steps else [])]
+    logits[..., banned] = -torch.inf
     x0, conf = propose(logits, s.temperature, s.remasking, s.begin_suppress_tokens, generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
     conf_full = torch.full(cand.shape, -torch.inf, dtype=conf.dtype, device=conf.device)
@@ -274,17 +257,13 @@ def _reporter(s, on_step, history, dev):
         if not s.stop_at_eos:
             return False
         is_eos = torch.isin(answers, eos)
-        first = torch.where(is_eos.any(1), is_eos.long().argmax(1), answers.shape[1])
-        before = torch.arange(answers.shape[1], device=dev)[None] < first[:, None]
-        return bool((is_eos.any(1) & ~((answers == s.mask_token_id) & before).any(1)).all())
+        first = (is_eos | (answers == s.mask_token_id)).long().argmax(1)  # the first EOS or mask
+        return bool(is_eos.gather(1, first[:, None]).all())
     return report
 
 
-def trim(ids, eos):
-    for i, t in enumerate(ids):
-        if t in eos:
-            return ids[:i]
-    return ids
+def trim(ids, eos):  # ids up to the first EOS
+    return next((ids[:i] for i, t in enumerate(ids) if t in eos), ids)
 
 
 @dataclass
@@ -337,27 +316,31 @@ def _synced_time(device):
 # MDLM: the whole canvas, denoised block by block with bidirectional attention
 
 
-def _right_padded(rows, T, fill, dev):
-    x = torch.full((len(rows), T), fill, dtype=torch.long, device=dev)
-    for j, p in enumerate(rows):
-        x[j, :len(p)] = torch.tensor(p, dtype=torch.long)
-    return x
-
-
 @torch.no_grad()
-def _mdlm_loop(model, x, amask, blocks, answers, s, generator, report):
-    """Denoise canvas x (B, T) in place -> the steps taken, one forward each. blocks: per block,
-    (start, end, lo, hi) (B,) tensors: the schedule counts the masks in [start, end), and the masks
-    in [lo, hi) are candidates. answers (B, W): the columns of x that report() sees."""
-    B, T = x.shape
-    mask, col = s.mask_token_id, torch.arange(T, device=x.device)
+def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
+    """Denoise the masks in rows (token id lists) -> GenerateOutput, the sequences the columns
+    answers (B, W). Canvas x (B, T): the rows, right-padded with EOS that attention ignores, as in
+    the reference. blocks: per block, (start, end, lo, hi) (B,) tensors: the schedule counts the
+    masks in [start, end), and the masks in [lo, hi) are candidates. One forward a step."""
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    B, T, mask = len(rows), max(len(r) for r in rows), s.mask_token_id
+    x = torch.full((B, T), s.eos[0], dtype=torch.long, device=dev)
+    for j, r in enumerate(rows):
+        x[j, :len(r)] = torch.tensor(r, dtype=torch.long)
+    col = torch.arange(T, device=dev)
+    amask = (col < torch.tensor([len(r) for r in rows], device=dev)[:, None]).long()
     given = amask.bool() & (x != mask)
     amask, pos_ids = _cfg_twice(amask, s), _cfg_twice(col.expand(B, T), s)
     kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
-    if amask.all():  # no padding: attention without a mask runs a faster kernel
-        amask = None
-    steps_per_block, step = math.ceil(s.steps / len(blocks)), 0
+    # no padding: attention without a mask runs a faster kernel
+    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)
+    history = [x.gather(1, answers).cpu()] if return_history else None
+    report = _reporter(s, on_step, history, dev)
+    steps_per_block, step, stop = math.ceil(s.steps / len(blocks)), 0, False
     for start, end, lo, hi in blocks:
+        if stop:
+            break
         window = (col >= lo[:, None]) & (col < hi[:, None])
         in_block = (col >= start[:, None]) & (col < end[:, None])
         counts = _counts(((x == mask) & in_block).sum(1), steps_per_block, s, generator)
@@ -371,10 +354,8 @@ def _mdlm_loop(model, x, amask, blocks, answers, s, generator, report):
             cand = (x == mask) & window
             if k is None and not cand.any():
                 break
-            inp, kw = _cfg_rows(x, given, s), dict(attention_mask=amask, causal=False, return_hidden=True)
-            if s.cache == "none":  # exact: the whole canvas, every step
-                h = model(inp, position_ids=pos_ids, logits_slice=slice(fs, whi), **kw)
-            elif i == 0:  # block start: a full forward rewrites the cache, and is this step's forward
+            inp = _cfg_rows(x, given, s)
+            if kv is None or i == 0:  # the whole canvas: exact, or at a block start (re)writing the cache
                 h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
                           logits_slice=slice(fs, whi), **kw)
                 if s.cache == "prefix":
@@ -384,39 +365,29 @@ def _mdlm_loop(model, x, amask, blocks, answers, s, generator, report):
                           logits_slice=slice(0, whi - fs), **kw)
             else:  # dual: only the block; what follows it keeps its K/V from the block start
                 h = model(inp[:, fs:whi], position_ids=pos_ids[:, fs:whi], cache=kv, cache_pos=fs, **kw)
-            # h (R, whi - fs, C) covers columns [fs, whi). The LM head runs only where a token may be
-            # committed; with right shift the logit of column c-1 predicts token c (column 0: itself)
+            # h (R, whi - fs, C): the columns [fs, whi). The LM head only where a token may be committed
             cols = cand.any(0).nonzero()[:, 0]  # (n,)
             logits = _cfg_combine(model.lm_head(h[:, logit_rows(cols, s.right_shift_logits) - fs]), s)
             _unmask(x, logits, cols, cand, k, step, s, generator)
             step += 1
-            if report(step, x.gather(1, answers)):
-                return step
-    return step
+            if stop := report(step, x.gather(1, answers)):
+                break
+    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x.gather(1, answers).tolist()]
+    return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
 
 
 def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
-    """MDLM sampling. Canvas: prompt, then max_new_tokens masks; shorter rows are padded with EOS
-    that attention ignores, as in the reference. The masks are split into blocks of block_size,
+    """MDLM sampling. Canvas: prompt, then max_new_tokens masks, split into blocks of block_size,
     each denoised in ceil(steps / num_blocks) steps."""
-    dev = model.lm_head.weight.device
-    t0 = _synced_time(dev)
     prompts = _with_bos(prompts, s)
-    N, bs = s.max_new_tokens, s.block_size
+    N, bs, dev = s.max_new_tokens, s.block_size, model.lm_head.weight.device
     lens = torch.tensor([len(p) for p in prompts], device=dev)
-    x = _right_padded(prompts, int(lens.max()) + N, s.eos[0], dev)
-    col = torch.arange(x.shape[1], device=dev)
-    x[(col >= lens[:, None]) & (col < lens[:, None] + N)] = s.mask_token_id
-    # a block counts the masks in [start, end), and every mask left of its end is a candidate (so
-    # one inside the prompt, too)
+    # a block's candidates are all the masks left of its end (so one inside the prompt, too)
     starts = [lens + b * bs for b in range(math.ceil(N / bs))]
     blocks = [(start, torch.minimum(start + bs, lens + N), torch.zeros_like(lens), start + bs) for start in starts]
-    answers = lens[:, None] + torch.arange(N, device=dev)
-    history = [x.gather(1, answers).cpu()] if return_history else None
-    nfe = _mdlm_loop(model, x, (col < lens[:, None] + N).long(), blocks, answers, s, generator,
-                     _reporter(s, on_step, history, dev))
-    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x.gather(1, answers).tolist()]
-    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+    answers = lens[:, None] + torch.arange(N, device=dev)  # (B, N): the masks' columns
+    rows = [p + [s.mask_token_id] * N for p in prompts]
+    return _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history)
 
 
 def infill(model, inputs, settings=None, generator=None, on_step=None, return_history=False, **kw):
@@ -424,24 +395,18 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
     as long as the inputs. MDLM whatever the checkpoint's objective: blocks of block_size (default:
     one block) filled left to right. kw: Settings fields but method, cache, max_new_tokens, stop_at_eos."""
     s = replace(settings or Settings(block_size=0), **{**kw, "method": "mdlm", "cache": "none", "stop_at_eos": False})
-    dev = model.lm_head.weight.device
-    t0 = _synced_time(dev)
     inputs = _with_bos(inputs, s)
-    lens = torch.tensor([len(p) for p in inputs], device=dev)
+    lens = torch.tensor([len(p) for p in inputs], device=model.lm_head.weight.device)
     T = int(lens.max())
     s = replace(s, block_size=s.block_size or T).check()
-    x = _right_padded(inputs, T, s.eos[0], dev)
     blocks = []
-    for b in range(math.ceil(T / s.block_size)):
-        start = torch.full_like(lens, b * s.block_size)
-        end = torch.maximum(torch.minimum(start + s.block_size, lens), start)
+    for a in range(0, T, s.block_size):  # the candidates are the block's own masks
+        start, end = torch.full_like(lens, a), lens.clamp(max=a + s.block_size)
         blocks.append((start, end, start, end))
-    col = torch.arange(T, device=dev)
-    history = [x.cpu()] if return_history else None
-    nfe = _mdlm_loop(model, x, (col < lens[:, None]).long(), blocks, col.expand(len(inputs), T), s, generator,
-                     _reporter(s, on_step, history, dev))
-    seqs = [row[:n] for row, n in zip(x.tolist(), lens.tolist())]
-    return GenerateOutput(seqs, nfe, _synced_time(dev) - t0, history)
+    answers = torch.arange(T, device=lens.device).expand(len(inputs), T)  # every column
+    out = _mdlm(model, inputs, blocks, answers, s, generator, on_step, return_history)
+    out.sequences = [row[:n] for row, n in zip(out.sequences, lens.tolist())]
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -521,7 +486,6 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
             step += 1
             if stop := report(step, x[:, P:]):
                 break
-        # the block is final (its K/V enter the cache with the next block's first step)
         if s.exclude_pad_tokens:  # the reference's rule: its pad tokens are padding from now on
             valid[:, lo:hi] = x[:, lo:hi] != s.pad
         done |= torch.isin(x[:, lo:hi], eos).any(1)
@@ -534,8 +498,7 @@ def generate(model, prompts, settings=None, *, generator=None, on_step=None, ret
 
     settings: a Settings (default: its defaults); kw: any of its fields, which win (so
     generate(model, prompts, **defaults_from_load, steps=64) works). generator: a torch.Generator
-    on the model's device; on_step(step, answers (B, W)) after every step; return_history: the
-    answers after every step."""
+    on the model's device; on_step(step, answers (B, W)) after every step."""
     if not prompts:
         raise ValueError("prompts is empty")
     s = replace(settings or Settings(), **kw).check()
@@ -553,15 +516,15 @@ def read_prompts(prompt, prompt_file):
     """-> a list of prompts: strings, or message lists (jsonl "messages")."""
     if prompt:
         return [prompt]
-    if not prompt_file:
-        if sys.stdin.isatty():
-            raise SystemExit("error: no prompts. Pass --prompt=TEXT, --prompt_file=FILE (.txt, one per line, or "
-                             ".jsonl with prompt or messages), or pipe prompts on stdin, one per line")
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not os.path.isfile(prompt_file):
+    if not prompt_file and sys.stdin.isatty():
+        raise SystemExit("error: no prompts. Pass --prompt=TEXT, --prompt_file=FILE (.txt, one per line, or "
+                         ".jsonl with prompt or messages), or pipe prompts on stdin, one per line")
+    if prompt_file and not Path(prompt_file).is_file():
         raise SystemExit(f"error: --prompt_file {prompt_file!r} does not exist")
-    with open(prompt_file) as f:
-        lines = [(i, line.rstrip("\n")) for i, line in enumerate(f, 1) if line.strip()]
+    text = Path(prompt_file).read_text() if prompt_file else sys.stdin.read()
+    lines = [(i, line) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not lines:
+        raise SystemExit("error: no prompts found (empty --prompt_file or stdin)")
     if not prompt_file.endswith(".jsonl"):
         return [line for _, line in lines]
     items = []
@@ -607,8 +570,6 @@ def main(given):
     try:
         cli = Settings(**{k: globals()[k] for k in SETTINGS}).check()  # before the model loads: fail at once
         items = read_prompts(prompt, prompt_file)
-        if not items:
-            raise ValueError("no prompts found (empty --prompt_file or stdin)")
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
@@ -618,15 +579,11 @@ def main(given):
     if budget < 1:
         raise SystemExit(f"error: --max_new_tokens={s.max_new_tokens} leaves no room for a prompt in the context "
                          f"of {limit} tokens; lower it")
-    ids = []
-    for i, item in enumerate(items):
-        p = encode(tok, item, chat_template)
-        if len(p) > budget:
-            print(f"warning: prompt {i} has {len(p)} tokens, more than the {budget} that fit before "
-                  f"{s.max_new_tokens} new ones in a context of {limit}; truncated from the left", file=sys.stderr)
-            p = p[-budget:]
-        ids.append(p)
-    torch.manual_seed(seed)
+    ids = [encode(tok, item, chat_template) for item in items]
+    if long := [i for i, p in enumerate(ids) if len(p) > budget]:
+        print(f"warning: prompt(s) {long} have more than the {budget} tokens that fit before {s.max_new_tokens} "
+              f"new ones in a context of {limit}; truncated from the left", file=sys.stderr)
+    ids = [p[-budget:] for p in ids]
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
     num_blocks = math.ceil(s.max_new_tokens / s.block_size)
@@ -640,8 +597,7 @@ def main(given):
             res = generate(model, [ids[i] for i in batch], s, generator=gen, on_step=lambda *_: bar.update(1))
         except ValueError as e:
             raise SystemExit(f"error: {e}")
-        bar.n = (bi + 1) * per_batch  # past the steps an early stop skipped
-        bar.refresh()
+        bar.update((bi + 1) * per_batch - bar.n)  # past the steps an early stop skipped
         n_fe, secs = n_fe + res.nfe, secs + res.seconds
         for i, seq in zip(batch, res.sequences):
             n_tok += len(seq)

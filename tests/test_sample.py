@@ -332,6 +332,9 @@ def test_infill_matches_reference(m):
                 cand = (x[j] == MASK) & (torch.arange(8) >= lo) & (torch.arange(8) < his[j])
                 x[j] = ref_pick(logits[j], x[j], cand, sched[j][i])
     assert out.sequences == [x[0].tolist(), x[1, :4].tolist()]
+    # the history starts with the inputs as given (a copy, not the canvas filled in later)
+    h = sample.infill(m, inputs, steps=8, block_size=4, return_history=True, **KW).history
+    assert h[0][0].tolist() == inputs[0] and h[-1][0].tolist() == out.sequences[0] and len(h) == out.nfe + 1
 
 
 def test_eos_options_history_and_callbacks(m):
