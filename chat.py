@@ -95,14 +95,17 @@ def main(given):
     if not model_name_or_path:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
-        s = Settings(**{k: globals()[k] for k in SETTINGS}).check()  # before the model loads
+        s = Settings(**{k: globals()[k] for k in SETTINGS})
+        (s if "method" in given else replace(s, cache="none")).check()  # before the model loads (see sample.py)
         live = sys.stdout.isatty() if visualize == "auto" else parse_value("visualize", visualize, True)
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
+        s = replace(s, **{k: v for k, v in d.items() if k not in given}).check()
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:  # while the model loads
+        raise SystemExit(1)
     if chat_template and not tok.chat_template:
         raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
-    s = replace(s, **{k: v for k, v in d.items() if k not in given})
     tty = sys.stdout.isatty()
     info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty() and importlib.util.find_spec("readline"):  # not on every platform

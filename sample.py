@@ -568,12 +568,14 @@ def main(given):
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
     try:
-        cli = Settings(**{k: globals()[k] for k in SETTINGS}).check()  # before the model loads: fail at once
+        cli = Settings(**{k: globals()[k] for k in SETTINGS})
+        # before the model loads, to fail at once; a cache's choices wait for the checkpoint's method
+        (cli if "method" in given else replace(cli, cache="none")).check()
         items = read_prompts(prompt, prompt_file)
         model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
+        s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
-    s = replace(cli, **{k: v for k, v in d.items() if k not in given})
     limit = max_length or model.config.max_position_embeddings
     budget = limit - s.max_new_tokens
     if budget < 1:

@@ -44,11 +44,12 @@ max_steps = 160  # the same SFT budget for every objective
 batch_size = 8
 learning_rate = 2e-4
 train_block_size = 8  # BD3LM's training block
-n_test = 64  # held-out problems decoded
+n_test = 64  # held-out problems, kept out of the SFT data
+n_decode = 32  # of them decoded (batch-1 AR decoding runs at ~12 tokens/s on 2 cores)
 max_new_tokens = 48  # the longest answer is 47 tokens
 batches = [1, 16]
-thresholds = [0.95, 0.9, 0.8, 0.7]
-factors = [0.5, 1.0, 2.0]
+thresholds = [0.9, 0.7, 0.5]
+factors = [1.0]
 block_sizes = [4, 8, 16]
 dtype = "auto"  # one dtype for training and decoding: auto (bf16 where the CPU has it, else fp32)
 threads = 0  # torch threads while decoding; 0: torch's default
@@ -215,7 +216,7 @@ def main():
             for o in ("ar", "bd3lm", "mdlm")}
     if threads:
         torch.set_num_threads(threads)
-    rows = heldout(os.path.join(out_dir, "ar"))
+    rows = heldout(os.path.join(out_dir, "ar"))[:n_decode]
     results = []
 
     parent, tok, d = load(model_dir, dtype=one, device=dev)
