@@ -11,8 +11,8 @@ import difflib
 import sys
 import types
 
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
+TRUE_WORDS = {"true", "1", "yes", "y", "on"}  # what a bool option reads as True / False
+FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
 
 def _keys(g):
@@ -51,9 +51,9 @@ def parse_value(key, raw, default):
     def fail(expected):
         return ValueError(f"--{key}={raw!r}: expected {expected} (default is {default!r})")
     if isinstance(default, bool):
-        if raw.strip().lower() not in _TRUE | _FALSE:
+        if raw.strip().lower() not in TRUE_WORDS | FALSE_WORDS:
             raise fail("a bool (true/false)")
-        return raw.strip().lower() in _TRUE
+        return raw.strip().lower() in TRUE_WORDS
     if isinstance(default, (int, float)):
         for parse in (type(default), float):  # 1e3 or 1000.0 for an int key is fine when it is integral
             try:
@@ -119,7 +119,7 @@ def configure(g, argv=None):
         key = key.replace("-", "_")  # before the bool lookup: --init-from-scratch is a bare bool too
         if not eq:  # --key value, or a bare --flag for a bool
             nxt = argv[i] if i < len(argv) else None
-            if isinstance(keys.get(key), bool) and (nxt is None or nxt.lower() not in _TRUE | _FALSE):
+            if isinstance(keys.get(key), bool) and (nxt is None or nxt.lower() not in TRUE_WORDS | FALSE_WORDS):
                 raw = "true"
             elif nxt is None:
                 raise SystemExit(f"error: --{key} needs a value (--{key}=VALUE)")

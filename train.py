@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from configurator import FALSE_WORDS, TRUE_WORDS
 from model import (Model, ar_loss, bd3lm_loss, collate, default_dtype, forward_mask, mdlm_loss, sample_t,
                    special_ids)
 
@@ -726,8 +727,7 @@ def open_log(ckpt, step):
 
 def resume_command():
     """This run's command with --resume=True (and without --overwrite, which would delete what it resumes)."""
-    argv, flag = sys.argv[1:], r"--(resume|overwrite)"
-    bools = ("true", "false", "1", "0", "yes", "no", "y", "n", "on", "off")  # what configurator reads as a bool
+    argv, flag, bools = sys.argv[1:], r"--(resume|overwrite)", TRUE_WORDS | FALSE_WORDS
     args = [a for prev, a in zip(["", *argv], argv)  # drop --flag, --flag=value and --flag value
             if not (re.fullmatch(flag + "(=.*)?", a) or re.fullmatch(flag, prev) and a.lower() in bools)]
     launcher = [sys.executable] if _world == 1 else ["torchrun", "<the same launcher options>"]

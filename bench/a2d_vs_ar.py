@@ -124,6 +124,14 @@ def ar_generate(model, prompts, max_new, eos):
     return seqs, nfe
 
 
+def ar_models(source, ar_ckpt, dtype, device):
+    """(AR parent, AR-SFT, tokenizer, the converted checkpoint's sampler ids): the parent is the
+    converted weights attending causally; AR-SFT is a plain (causal) checkpoint."""
+    parent, tok, d = load(source, dtype=dtype, device=device)
+    parent.causal = True
+    return parent, Model.from_pretrained(ar_ckpt, dtype=dtype, device=device), tok, d
+
+
 def decode(name, kind, rows, prompts, tok, fn, batch):
     """Decode every prompt in batches with fn(prompts) -> (answers, nfe); score and time it."""
     t0, seqs, nfe = time.perf_counter(), [], 0
@@ -222,11 +230,9 @@ def main():
     rows = heldout(os.path.join(out_dir, "ar"))[:n_decode]
     results = []
 
-    parent, tok, d = load(model_dir, dtype=one, device=dev)
+    parent, ar_sft, tok, d = ar_models(model_dir, ckpt["ar"], one, dev)
     prompts = [chat_ids(tok, r["messages"]) for r in rows]
     eos = d["eos_token_id"]
-    parent.causal = True  # the AR parent: the converted weights, attending causally
-    ar_sft = Model.from_pretrained(ckpt["ar"], dtype=one, device=dev)  # a plain (causal) checkpoint
     for label, m in (("AR parent", parent), ("AR-SFT", ar_sft)):
         for b in batches:
             results.append(decode(label, "greedy, KV cache", rows, prompts, tok,

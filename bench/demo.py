@@ -26,9 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
-from a2d_vs_ar import a2d_fn, ar_generate, decode, heldout, run, sft, table  # noqa: E402
+from a2d_vs_ar import a2d_fn, ar_generate, ar_models, decode, heldout, run, sft, table  # noqa: E402
 from chat import render_frames  # noqa: E402
-from model import Model, default_dtype  # noqa: E402
+from model import default_dtype  # noqa: E402
 from sample import chat_ids, generate, load  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -59,12 +59,10 @@ def main():
     train_s = time.time() - t0
 
     rows = heldout(os.path.join(out_dir, "ar"))
-    parent, tok, d = load(model_dir, dtype=one, device=dev)
+    parent, ar_sft, tok, d = ar_models(model_dir, ckpt["ar"], one, dev)
     prompts = [chat_ids(tok, r["messages"]) for r in rows]
-    parent.causal = True  # the AR parent: the converted weights, attending causally
     results = [decode("AR parent", "greedy, KV cache", rows, prompts, tok,
                       lambda p: ar_generate(parent, p, max_new_tokens, d["eos_token_id"]), 1)]
-    ar_sft = Model.from_pretrained(ckpt["ar"], dtype=one, device=dev)
     results.append(decode("AR-SFT", "greedy, KV cache", rows, prompts, tok,
                           lambda p: ar_generate(ar_sft, p, max_new_tokens, d["eos_token_id"]), 1))
     model, _, d = load(ckpt["bd3lm"], dtype=one, device=dev)
