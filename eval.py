@@ -81,7 +81,7 @@ from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configurator import parse_value  # noqa: E402
-from model import bd3lm_forward, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
+from model import bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
 
 log = logging.getLogger("nanoa2d.eval")
 
@@ -288,7 +288,8 @@ class A2DLM(LM):
         masked[:, :P] = False  # the context may hold the mask token's text
         kw = dict(norm_type="batch", right_shift_logits=self.sampler["right_shift_logits"])
         loss = (mdlm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], **kw) if self.METHOD == "mdlm"
-                else bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"], **kw))
+                else bd3lm_loss(self.model, x0, x0, xt, masked, p_mask[:, 0], self.sampler["block_size"],
+                                context_causal=self.sampler["context_causal"], **kw))
         return (-loss * xt.shape[0]).item()  # "batch" normalisation divided the sum by B
 
     @torch.no_grad()
@@ -313,13 +314,16 @@ class A2DLM(LM):
         P, T = len(ctx), len(cont)
         x0 = torch.tensor(ctx + cont, dtype=torch.long, device=self._device)[None]
         xt = torch.tensor(ctx + [self.mask_id] * T, dtype=torch.long, device=self._device)[None]
-        bs, idx = self.sampler["block_size"], torch.arange(P, P + T, device=self._device)
-        blocks, rows = idx // bs, logit_rows(idx, self.sampler["right_shift_logits"])  # (T,) each
+        bs, idx, shift = self.sampler["block_size"], torch.arange(P, P + T, device=self._device), \
+            self.sampler["right_shift_logits"]
+        blocks = idx // bs
+        rows = logit_rows(idx, shift) if self.METHOD == "mdlm" else bd3lm_logit_rows(idx, P + T, bs, shift)
         for _ in range(T):
             # MDLM: bidirectional over x_t. BD3LM: x_t ⊕ x_0 under the block-diffusion mask; while every
             # committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
             logits = (self.model(xt, causal=False, logits_slice=rows) if self.METHOD == "mdlm"
-                      else bd3lm_forward(self.model, xt, x0, bs, logits_slice=rows))
+                      else bd3lm_forward(self.model, xt, x0, bs, logits_slice=rows,
+                                         context_causal=self.sampler["context_causal"]))
             conf, tok = logits[0].float().softmax(-1).max(-1)  # (T,)
             open_ = xt[0, P:] == self.mask_id
             if self.METHOD == "bd3lm":

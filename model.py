@@ -56,6 +56,7 @@ class Config:
     objective: str | None = None  # mdlm | bd3lm | ar
     block_size: int | None = None
     right_shift_logits: bool = False
+    context_causal: bool = False  # bd3lm: the clean context attends causally (train.py's option)
     # everything else config.json holds, kept so a save -> load round trip loses nothing
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -518,48 +519,68 @@ def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generat
     return torch.where(masked, mask_token_id, input_ids), masked
 
 
-def bd3lm_allowed(q, k, L, block_size):
+def bd3lm_allowed(q, k, L, block_size, context_causal=False):
     """May query index q attend to key index k in the x_t ⊕ x_0 forward of block diffusion?
     Index i < L is x_t position i, index L + i is x_0 position i. The union of:
-      block-diagonal within each half      (a noisy block sees itself; a clean block sees itself),
+      x_t -> x_t of the same block         (a noisy block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
-      x_0 -> x_0 of same or earlier blocks  (block-causal clean stream, as in AR).
+      x_0 -> x_0 of same or earlier blocks  (block-causal clean stream), or under context_causal of
+                                            the same or earlier positions (a causal LM, as the AR parent).
     One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors)."""
     q_x0, k_x0 = q >= L, k >= L
-    q_b = torch.where(q_x0, q - L, q) // block_size
-    k_b = torch.where(k_x0, k - L, k) // block_size
-    diagonal = (q_b == k_b) & (q_x0 == k_x0)
-    offset_causal = (q_b > k_b) & ~q_x0 & k_x0
-    block_causal = (q_b >= k_b) & q_x0 & k_x0
-    return diagonal | offset_causal | block_causal
+    q_i, k_i = torch.where(q_x0, q - L, q), torch.where(k_x0, k - L, k)
+    q_b, k_b = q_i // block_size, k_i // block_size
+    noisy_block = (q_b == k_b) & ~q_x0 & ~k_x0
+    clean_past = (q_b > k_b) & ~q_x0 & k_x0
+    clean = ((q_i >= k_i) if context_causal else (q_b >= k_b)) & q_x0 & k_x0
+    return noisy_block | clean_past | clean
 
 
-def bd3lm_attention_mask(L, block_size, device="cpu"):
+def bd3lm_attention_mask(L, block_size, device="cpu", context_causal=False):
     """(2L, 2L) bool mask for the x_t ⊕ x_0 forward (True = may attend); see bd3lm_allowed."""
     idx = torch.arange(2 * L, device=device)
-    return bd3lm_allowed(idx[:, None], idx[None, :], L, block_size)
+    return bd3lm_allowed(idx[:, None], idx[None, :], L, block_size, context_causal)
 
 
-def bd3lm_block_mask(L, block_size, device):
+def bd3lm_block_mask(L, block_size, device, context_causal=False):
     """The same mask as a flex_attention BlockMask (CUDA): sparse, never materialised."""
     from torch.nn.attention.flex_attention import create_block_mask
-    return create_block_mask(lambda b, h, q, k: bd3lm_allowed(q, k, L, block_size), None, None, 2 * L, 2 * L,
-                             device=device)
+    return create_block_mask(lambda b, h, q, k: bd3lm_allowed(q, k, L, block_size, context_causal), None, None,
+                             2 * L, 2 * L, device=device)
 
 
 @functools.lru_cache(maxsize=16)
-def _bd3lm_base_mask(L, block_size, device, flex):
-    return bd3lm_block_mask(L, block_size, device) if flex else bd3lm_attention_mask(L, block_size, device)[None, None]
+def _bd3lm_base_mask(L, block_size, device, flex, context_causal):
+    return bd3lm_block_mask(L, block_size, device, context_causal) if flex else \
+        bd3lm_attention_mask(L, block_size, device, context_causal)[None, None]
 
 
-def bd3lm_mask(L, block_size, device, keep=None):
+def bd3lm_mask(L, block_size, device, keep=None, context_causal=False):
     """The mask bd3lm_loss attends with. keep (B, L), False = padding, hides the padded keys of both
     halves, so a partly padded last block never sees padding. On CUDA, unpadded rows of L >= 256 get
     the flex BlockMask; the rest the dense bool mask (1 or B, 1, 2L, 2L), a few MB at most (and flex's
     short-query kernel has failed to compile on an H200 for 2L <= 128)."""
     device = torch.device(device)
-    base = _bd3lm_base_mask(L, block_size, device, device.type == "cuda" and keep is None and L >= 256)
+    flex = device.type == "cuda" and keep is None and L >= 256
+    base = _bd3lm_base_mask(L, block_size, device, flex, context_causal)
     return base if keep is None else base & keep.bool().repeat(1, 2)[:, None, None, :]
+
+
+def causal_annealed_mask(L, ratio, keep=None, generator=None, device="cpu"):
+    """DiffuLLaMA's attention annealing for MDLM: causal, plus each future key with probability ratio
+    (0: the AR parent's mask, 1: bidirectional) -> (1 or B, 1, L, L) bool, keep (B, L) hiding padding."""
+    future = torch.rand(L, L, generator=generator, device=device) < ratio
+    m = (torch.ones(L, L, dtype=torch.bool, device=device).tril() | future)[None, None]
+    return m if keep is None else m & keep.bool()[:, None, None, :]
+
+
+def complementary_pair(input_ids, labels, xt, masked, t, mask_token_id):
+    """Fast-dLLM v2's complementary masks: every row twice, the copy masking exactly the scored tokens
+    the first left clean, so each scored token is trained once per step. Under the linear schedule the
+    copy is a draw at time 1 - t. -> (input_ids, labels, x_t, masked, t), each with 2B rows."""
+    other = (labels != -100) & ~masked
+    return (input_ids.repeat(2, 1), labels.repeat(2, 1), torch.cat([xt, torch.where(other, mask_token_id, input_ids)]),
+            torch.cat([masked, other]), torch.cat([t, 1 - t]))
 
 
 def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
@@ -643,25 +664,47 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
     return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
-def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, attn_mask=None):
+def bd3lm_logit_rows(i, L, block_size, right_shift_logits=False):
+    """The row of the x_t ⊕ x_0 forward whose logit predicts x_t token i: i itself, or under right shift
+    the row before it, which for a block's first token is the clean stream's (the sampler reads that one:
+    the noisy row before it belongs to another block)."""
+    if not right_shift_logits:
+        return i
+    return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True))
+
+
+def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, attn_mask=None,
+                  context_causal=False):
     """x_t ⊕ x_0 (B, 2L) in one pass under the block-diffusion mask, both halves at positions 0..L-1
     (a noisy token and its clean twin share a position) -> the logits of the rows logits_slice picks."""
     B, L = xt.shape
     if attn_mask is None:
-        attn_mask = bd3lm_mask(L, block_size, xt.device, attention_mask)
+        attn_mask = bd3lm_mask(L, block_size, xt.device, attention_mask, context_causal)
     pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
     return model(torch.cat([xt, x0], 1), attention_mask=attn_mask, position_ids=pos, causal=False,
                  logits_slice=logits_slice)
 
 
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
-               weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None):
+               weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None,
+               context_causal=False, ar_weight=0.0):
     """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per
-    token (B, L). attention_mask: a key-padding mask (B, L) or None; attn_mask: a ready mask, for benchmarks."""
+    token (B, L). attention_mask: a key-padding mask (B, L) or None; attn_mask: a ready mask, for benchmarks.
+    ar_weight > 0 (needs context_causal, where the clean stream is a causal LM): plus that times the
+    next-token CE of the clean rows, as ar_loss scores them, from the same forward."""
+    assert context_causal or not ar_weight, "the AR loss needs context_causal: a block-causal row sees its target"
+    L = xt.shape[1]
     b, i = masked.nonzero(as_tuple=True)
-    rows = (b, logit_rows(i, right_shift_logits))
-    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, rows, attn_mask)
-    return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
+    rows = (b, bd3lm_logit_rows(i, L, block_size, right_shift_logits))
+    if ar_weight:  # clean row L + j predicts token j + 1, as ar_loss's row j does
+        tgt = labels[:, 1:]
+        ab, aj = (tgt != -100).nonzero(as_tuple=True)
+        rows = (torch.cat([b, ab]), torch.cat([rows[1], L + aj]))
+    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, rows, attn_mask, context_causal)
+    loss = _diffusion_loss(logits[:len(b)], input_ids, labels, b, i, t, schedule, weight_type, norm_type)
+    if ar_weight:
+        loss = loss + ar_weight * normalize_loss(_token_ce(logits[len(b):], tgt, ab, aj), tgt, norm_type)
+    return loss
 
 
 def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):

@@ -64,6 +64,7 @@ class Settings:
     stop_at_eos: bool = False  # trim at the first EOS, and stop once every answer has ended
     eos_suppress_steps: int = 0  # no EOS proposed in the first n steps
     right_shift_logits: bool = False  # Dream-style: the logit at i predicts token i+1
+    context_causal: bool = False  # bd3lm: final tokens attend causally, as a context_causal checkpoint trained
     exclude_pad_tokens: bool = False  # bd3lm: every pad-id token is padding (the reference's rule)
     # the checkpoint's token ids (load() reads them)
     mask_token_id: int | None = None
@@ -114,7 +115,7 @@ globals().update(SETTINGS, stop_at_eos=True)  # the options; on the command line
 
 def load(model_name_or_path, dtype=None, device=None):
     """A checkpoint dir (or hub id) -> (model, tokenizer, defaults): the sampler keywords the
-    checkpoint decides (method, block_size, the token ids, right_shift_logits), ready for
+    checkpoint decides (method, block_size, the token ids, right_shift_logits, context_causal), ready for
     generate(model, prompts, **defaults). eos_token_id is a list: every id that ends an answer."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str):
@@ -137,6 +138,7 @@ def load(model_name_or_path, dtype=None, device=None):
         raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
     return model, tok, dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
                             block_size=c.block_size or 32, right_shift_logits=bool(c.right_shift_logits),
+                            context_causal=bool(c.context_causal),
                             mask_token_id=ids["mask"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
                             bos_token_id=ids["bos"])
 
@@ -431,13 +433,15 @@ def _bd3lm_canvas(prompts, s, dev):
     return x, valid, P
 
 
-def _block_causal(valid, a, hi, block_size):
+def _block_causal(valid, a, hi, block_size, causal_below=0):
     """Queries [a, hi) against keys [0, hi) -> attention mask (B, 1, hi - a, hi) and position ids
-    (B, hi - a). A query sees its own block and the blocks before it. Padding is no key and takes
-    no position, so a row attends and counts as if it had none."""
+    (B, hi - a). A query sees its own block and the blocks before it; one below causal_below (a final
+    token, under context_causal) only the keys up to itself. Padding is no key and takes no position,
+    so a row attends and counts as if it had none."""
     v = valid[:, :hi]
-    blk = torch.arange(hi, device=v.device) // block_size
-    am = (blk[a:, None] >= blk[None, :]) & v[:, None, a:, None] & v[:, None, None, :]
+    q, k = torch.arange(a, hi, device=v.device)[:, None], torch.arange(hi, device=v.device)
+    am = (q // block_size >= k // block_size) & ((q >= causal_below) | (k <= q))  # (hi - a, hi)
+    am = am & v[:, None, a:, None] & v[:, None, None, :]
     return am, ((v.cumsum(1) - 1).clamp(min=0) * v)[:, a:]
 
 
@@ -465,7 +469,7 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
             break
         lo, hi = P + b * bs, min(P + (b + 1) * bs, P + N)  # the block
         a = lo - bs if b else 0  # the first query row: the final tokens not yet cached ride along
-        am, pos = _block_causal(valid, a, hi, bs)
+        am, pos = _block_causal(valid, a, hi, bs, lo if s.context_causal else 0)
         for k in _counts(torch.full((B,), hi - lo), math.ceil(s.steps / num_blocks), s, generator):
             masked = x[:, lo:hi] == mask
             if not masked.any():

@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 
 from configurator import FALSE_WORDS, TRUE_WORDS
-from model import (Model, ar_loss, bd3lm_loss, collate, default_dtype, forward_mask, mdlm_loss, sample_t,
-                   special_ids)
+from model import (Model, ar_loss, bd3lm_loss, causal_annealed_mask, collate, complementary_pair, default_dtype,
+                   forward_mask, mdlm_loss, sample_t, special_ids)
 
 # -----------------------------------------------------------------------------
 # options (python config files and --key=value override these; --help lists them)
@@ -44,7 +44,7 @@ init_from_scratch = False  # same shape, random weights: the A2D-vs-scratch base
 objective = "mdlm"  # mdlm | bd3lm | ar
 # data
 task = "pt"  # pt: text cut into max_length chunks | sft: chats, prompt tokens get label -100
-dataset_args = "Trelis/tiny-shakespeare"  # a+b+c[k:v]: .txt/.jsonl/.parquet files, HF names, synthetic:addition|sort
+dataset_args = "Trelis/tiny-shakespeare"  # a+b+c[k:v]: .txt/.jsonl/.parquet files, HF names, synthetic:addition|sort|reverse
 text_field = "Text"  # pt: the field holding the text
 insert_eos = True  # pt: EOS between documents
 drop_tail = True  # pt: drop the last partial chunk (else it is padded, pads unscored)
@@ -62,11 +62,17 @@ time_epsilon = 1e-3  # t ~ U[eps, 1)
 schedule = "linear"  # alpha(t): linear 1-t | cosine 1-cos(pi/2 (1-t))
 loss_weight_type = "scheduler"  # scheduler: -alpha'/(1-alpha) (ELBO) | uniform
 loss_norm_type = "token"  # token | sequence | batch
-right_shift_logits = False  # Dream-style: logit i predicts token i+1
+right_shift_logits = False  # Dream-style: logit i predicts token i+1 (bd3lm: a block's first from the clean row)
 antithetic = False  # low-discrepancy t over the global batch
 t_per_block = False  # bd3lm: one t per block (bd3lms) instead of per sequence
 t_min = 0.0  # clipped t ~ U[t_min, t_max] (bd3lms' beta, omega)
 t_max = 1.0
+# conversion recipe: opt-in additions that keep more of the AR parent (off: the reference's recipe)
+context_causal = False  # bd3lm: the clean context attends causally, only the noisy block both ways (NBDiff)
+ar_loss_weight = 0.0  # bd3lm + context_causal: plus this times next-token CE on the clean stream (NBDiff)
+block_curriculum = 0.0  # bd3lm: the block grows 1, 2, 4, ... block_size over this fraction of the steps (NBDiff)
+complementary_masks = False  # each row twice, masked with m and with its complement (Fast-dLLM v2)
+attention_anneal = 0.0  # mdlm: attention goes causal -> bidirectional over this fraction of the steps (DiffuLLaMA)
 # optimisation
 num_train_epochs = 10.0
 max_steps = -1  # > 0 overrides num_train_epochs
@@ -141,7 +147,17 @@ def check_options():  # before any heavy work; each error says what to do
         (not 0 < time_epsilon < 1, f"--time_epsilon={time_epsilon} must be in (0, 1)"),
         (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
          f"clipped t needs 0 <= t_min < t_max <= 1 and t_max > time_epsilon (got {t_min}, {t_max})"),
-        (t_per_block and objective != "bd3lm", "--t_per_block=True only applies to --objective=bd3lm"),
+        *((globals()[k] and objective != o, f"--{k} only applies to --objective={o}") for k, o in
+          (("t_per_block", "bd3lm"), ("context_causal", "bd3lm"), ("block_curriculum", "bd3lm"),
+           ("attention_anneal", "mdlm"))),
+        (ar_loss_weight and not context_causal, "--ar_loss_weight needs --context_causal=True (a block-causal clean "
+                                                "row sees the token it would predict)"),
+        (not 0 <= block_curriculum < 1 or not 0 <= attention_anneal < 1 or ar_loss_weight < 0,
+         "need 0 <= block_curriculum < 1, 0 <= attention_anneal < 1 and ar_loss_weight >= 0"),
+        (block_curriculum and block_size & (block_size - 1), f"--block_curriculum needs a power-of-two block_size "
+                                                             f"(got {block_size})"),
+        (complementary_masks and (objective == "ar" or schedule != "linear"),
+         "--complementary_masks=True is for mdlm / bd3lm under the linear schedule (the copy's time is 1 - t)"),
         (learning_rate <= 0 or not 0 <= warmup_ratio < 1 or warmup_steps < 0 or not 0 <= min_lr_ratio <= 1,
          "need learning_rate > 0, 0 <= warmup_ratio < 1, warmup_steps >= 0, 0 <= min_lr_ratio <= 1"),
         (max_steps <= 0 and num_train_epochs <= 0, "set --max_steps > 0 or --num_train_epochs > 0"),
@@ -149,8 +165,8 @@ def check_options():  # before any heavy work; each error says what to do
          "--streaming=True is for task=pt with one source and needs --max_steps > 0 (a stream has no epochs)"),
         (not 0 <= eval_fraction < 1 or min(save_total_limit, save_steps, eval_steps) < 0,
          "need 0 <= eval_fraction < 1 and save_steps, eval_steps, save_total_limit >= 0"),
-        (any(n not in ("synthetic:addition", "synthetic:sort") for n in synthetic),
-         f"unknown data {synthetic}; choose synthetic:addition or synthetic:sort"),
+        (any(n not in ("synthetic:addition", "synthetic:sort", "synthetic:reverse") for n in synthetic),
+         f"unknown data {synthetic}; choose synthetic:addition, synthetic:sort or synthetic:reverse"),
         (synthetic and task != "sft", "synthetic data are chats: use them with --task=sft"),
         (previous and not resume and not overwrite, f"output_dir {output_dir} holds a previous run "
          f"({', '.join(previous[:4])}); pass --resume=True to continue it, --overwrite=True to replace it, or pick "
@@ -164,7 +180,7 @@ def check_options():  # before any heavy work; each error says what to do
 
 # -----------------------------------------------------------------------------
 # data sources: "a+b+c[k:v]" where [train:N] / [test:N] cap a split, [name:X] picks an HF
-# config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort make chats.
+# config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort|reverse make chats.
 
 def parse_dataset_args(spec):  # -> [(name, {k: v})]
     out = []
@@ -182,8 +198,8 @@ def parse_dataset_args(spec):  # -> [(name, {k: v})]
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats: 1-4 digit addition, or sorting 10-16 numbers below 100 (answers long enough for
-    parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
+    """Seeded chats: 1-4 digit addition, or sorting / reversing 10-16 numbers below 100 (answers long
+    enough for parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
@@ -191,6 +207,8 @@ def synthetic_rows(kind, n_train, n_test):
             a, b = (rng.randrange(10 ** rng.randint(1, 4)) for _ in range(2))
             return f"What is {a} + {b}?", str(a + b)
         xs = [rng.randrange(100) for _ in range(rng.randint(10, 16))]
+        if kind == "reverse":
+            return "Reverse: " + " ".join(map(str, xs)), " ".join(map(str, xs[::-1]))
         return "Sort ascending: " + " ".join(map(str, xs)), " ".join(map(str, sorted(xs)))
 
     test, train = {}, []
@@ -243,7 +261,7 @@ def load_source(name, kv):
             ds = datasets.load_dataset(name, hf_name, streaming=streaming)
     except Exception as e:
         raise SystemExit(f"error: cannot load dataset {name!r} ({type(e).__name__}: {e}). Give a local "
-                         f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort")
+                         f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort|reverse")
 
     def split(s, role):  # HF datasets stay memory-mapped Arrow tables (rows decoded on access)
         d = ds[s].filter(keep) if kv else ds[s]
@@ -435,8 +453,8 @@ def buffer_shuffle(items, rng, size=1000):
     yield from buf
 
 
-def batch_of(rows, ids):  # model.collate holds each objective's padding rules (the reference's collators)
-    x, y, keep = collate(rows, ids, objective, max_length, block_size, task == "sft", mask_prompt_loss,
+def batch_of(rows, ids, bs=None):  # model.collate holds each objective's padding rules (the reference's collators)
+    x, y, keep = collate(rows, ids, objective, max_length, bs or block_size, task == "sft", mask_prompt_loss,
                          right_shift_logits, mdlm_pad_loss)
     return x.to(_device), y.to(_device), None if keep is None else keep.to(_device)
 
@@ -490,24 +508,42 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 # the *global* micro-batch with one generator seeded alike everywhere, then keeps its own rows: N processes see
 # the same t and masks as one process with the same global batch, so loss curves match across world sizes.
 
-def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type):
-    """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch."""
+def recipe_at(progress):
+    """(block size, MDLM attention ratio) at this fraction of the run; None (eval): the final ones. The
+    curriculum starts at block 1, where BD3LM is the AR model, and doubles it up to block_size;
+    annealing lets each query see each future key with a probability that grows 0 -> 1."""
+    if progress is None:
+        return block_size, 1.0
+    bs = block_size if progress >= block_curriculum else 2 ** int(math.log2(block_size) * progress / block_curriculum)
+    return bs, min(1.0, progress / attention_anneal) if attention_anneal else 1.0
+
+
+def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=None):
+    """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch. progress:
+    the run's fraction done, for the recipe's schedules and training-only terms; None (eval): the ELBO alone."""
     ids, labels, keep = batch
     if objective == "ar":
         return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
-    n, L = ids.shape
+    (n, L), (bs, ratio), train = ids.shape, recipe_at(progress), progress is not None
+    t_hi = min(t_max, 1 - time_epsilon) if complementary_masks and train else t_max  # so the copy's 1 - t >= eps
     if objective == "bd3lm" and t_per_block:
-        nb = -(-L // block_size)
-        t = sample_t(n * nb, time_epsilon, antithetic, t_min, t_max, gen, _device).view(n, nb)
-        t = t.repeat_interleave(block_size, dim=1)[:, :L]  # (n, L): each token carries its block's t
+        nb = -(-L // bs)
+        t = sample_t(n * nb, time_epsilon, antithetic, t_min, t_hi, gen, _device).view(n, nb)
+        t = t.repeat_interleave(bs, dim=1)[:, :L]  # (n, L): each token carries its block's t
     else:
-        t = sample_t(n, time_epsilon, antithetic, t_min, t_max, gen, _device)  # (n,)
+        t = sample_t(n, time_epsilon, antithetic, t_min, t_hi, gen, _device)  # (n,)
     xt, masked = forward_mask(ids, labels, t, mask_id, schedule, generator=gen)
-    kw = dict(attention_mask=keep[rows] if keep is not None else None, schedule=schedule, weight_type=weight_type,
-              norm_type=norm_type, right_shift_logits=right_shift_logits)
+    ids, labels, xt, masked, t, keep = (v[rows] if v is not None else None for v in (ids, labels, xt, masked, t, keep))
+    if complementary_masks and train:
+        ids, labels, xt, masked, t = complementary_pair(ids, labels, xt, masked, t, mask_id)
+        keep = keep.repeat(2, 1) if keep is not None else None
+    kw = dict(schedule=schedule, weight_type=weight_type, norm_type=norm_type, right_shift_logits=right_shift_logits)
     if objective == "mdlm":
-        return mdlm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], **kw)
-    return bd3lm_loss(model, ids[rows], labels[rows], xt[rows], masked[rows], t[rows], block_size, **kw)
+        if ratio < 1:  # the random future keys are drawn alike on every rank
+            keep = causal_annealed_mask(L, ratio, keep, gen, _device)
+        return mdlm_loss(model, ids, labels, xt, masked, t, keep, **kw)
+    return bd3lm_loss(model, ids, labels, xt, masked, t, bs, keep, context_causal=context_causal,
+                      ar_weight=ar_loss_weight if train else 0.0, **kw)
 
 
 @torch.no_grad()
@@ -638,6 +674,7 @@ def load():
         raise SystemExit("error: the tokenizer needs an eos token (and a bos token for right_shift_logits=True)")
     cfg.model_type = cfg.family if objective == "ar" else "a2d-" + cfg.family
     cfg.objective, cfg.block_size, cfg.right_shift_logits = objective, block_size, right_shift_logits
+    cfg.context_causal = context_causal
     cfg.mask_token_id = ids["mask"]
     return raw, tok, ids, ckpt
 
@@ -742,21 +779,21 @@ def on_ctrl_c(*_):  # the first Ctrl-C: the loop finishes its step, saves it res
         os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
 
 
-def accumulate_gradients(model, raw, batches, gen, ids, amp):
+def accumulate_gradients(model, raw, batches, gen, ids, amp, progress):
     """Forward and backward over gradient_accumulation_steps global micro-batches (this rank's rows of
-    each); -> (this rank's mean loss, tokens in the global batch, clipped gradient norm)."""
+    each) at `progress` through the run; -> (this rank's mean loss, tokens in the global batch, clipped grad norm)."""
     ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
     mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
     loss_sum, tokens = 0.0, 0
     for micro in range(gradient_accumulation_steps):
-        batch = batch_of(next(batches), ids)
+        batch = batch_of(next(batches), ids, recipe_at(progress)[0])
         tokens += batch[0].numel()
         last = micro == gradient_accumulation_steps - 1
         if fsdp:  # gradients are reduced across ranks on the last micro-step only
             raw.set_requires_gradient_sync(last)
         with model.no_sync() if ddp and not last else contextlib.nullcontext():
             with amp:
-                loss = loss_of(model, batch, gen, mine, ids["mask"], loss_weight_type, loss_norm_type)
+                loss = loss_of(model, batch, gen, mine, ids["mask"], loss_weight_type, loss_norm_type, progress)
             (loss / gradient_accumulation_steps).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
@@ -802,7 +839,8 @@ def main():
     loss, dt_avg, last_log = None, None, time.time()
     while step < total:
         t0 = time.time()
-        loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, ids, amp)
+        loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, ids, amp, step / total)
+        bs, ratio = recipe_at(step / total)
         # one all-reduce for the logged means and the Ctrl-C flag: a Ctrl-C on any rank stops them all
         loss, gnorm, stopping = all_sum(loss, gnorm, _interrupted)
         loss, gnorm = loss / _world, gnorm / _world
@@ -819,9 +857,11 @@ def main():
         dt_avg = dt if dt_avg is None else 0.9 * dt_avg + 0.1 * dt
         if step % log_steps == 0 or step in (1, total) or time.time() - last_log > 30:  # never silent for long
             last_log, eta = time.time(), dt_avg * (total - step)
+            recipe = {**({"block": bs} if block_curriculum else {}), **({"attn": ratio} if attention_anneal else {})}
             print0(f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
+                   + "".join(f"{k} {v:g} | " for k, v in recipe.items()) +
                    f"dt {dt * 1000:.0f}ms | tok/s {tokens / dt:,.0f} | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
-            log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt})
+            log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt, **recipe})
         if step < total and eval_every and step % eval_every == 0:
             run_eval()
         if step < total and (stopping or save_every and step % save_every == 0):

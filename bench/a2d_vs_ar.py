@@ -23,8 +23,10 @@ forward times how much cheaper a forward is: the two columns say which one decid
     python bench/a2d_vs_ar.py --batches=[1] --n_test=32 # quicker
 """
 
+import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,7 +60,7 @@ plot = "docs/a2d_vs_ar.png"  # accuracy against tokens/s at batch 1 (needs matpl
 
 
 def run(args):
-    print("$ " + " ".join(args), flush=True)
+    print("$ python " + shlex.join(args), flush=True)  # the command that reruns it
     before = signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C reaches the child: train.py saves
     try:
         rc = subprocess.run([sys.executable] + args, cwd=ROOT).returncode
@@ -68,22 +70,40 @@ def run(args):
         sys.exit(rc if rc > 0 else 128 - rc)  # the child has said why
 
 
-def sft(source, objective, out, steps, batch, lr, block, n_heldout, train_dtype):
-    """Fine-tune source on synthetic:sort with train.py (resuming a stopped run) -> checkpoint-final."""
+def sft_flags(objective, steps, batch, lr, block, n_heldout, data="synthetic:sort", seed=42):
+    """train.py's flags for one SFT of the comparison: the same rows, steps, batch, lr and warm-up for all."""
+    return [f"--objective={objective}", f"--dataset_args={data}[test:{n_heldout}]", f"--block_size={block}",
+            f"--max_steps={steps}", f"--per_device_train_batch_size={batch}", f"--learning_rate={lr}",
+            f"--warmup_steps={max(1, steps // 12)}", f"--seed={seed}"]
+
+
+def sft_command(source, out, flags, train_dtype):
+    """-> (train.py's arguments, its output_dir): out-<hash of the arguments and of the config files they
+    name>, so that other settings train into another directory and a rerun never reuses a checkpoint that
+    they did not make."""
+    args = [f"--model_name_or_path={source}", "--task=sft", "--max_length=160", "--eval_steps=0", "--save_steps=0",
+            "--log_steps=20", f"--dtype={train_dtype}", *flags]
+    h = hashlib.sha1(" ".join(args).encode())
+    for a in args:
+        if not a.startswith("--"):
+            with open(os.path.join(ROOT, a), "rb") as f:
+                h.update(f.read())
+    return args, f"{out}-{h.hexdigest()[:8]}"
+
+
+def sft(source, out, flags, train_dtype):
+    """Fine-tune source with train.py and flags (later ones win), resuming a stopped run -> checkpoint-final."""
+    args, out = sft_command(source, out, flags, train_dtype)
     final = os.path.join(out, "checkpoint-final")
     if not os.path.isdir(final):
-        run(["train.py", f"--model_name_or_path={source}", "--task=sft", f"--objective={objective}",
-             f"--dataset_args=synthetic:sort[test:{n_heldout}]", f"--block_size={block}", "--max_length=160",
-             f"--max_steps={steps}", f"--per_device_train_batch_size={batch}", f"--learning_rate={lr}",
-             f"--warmup_steps={max(1, steps // 12)}", f"--dtype={train_dtype}", "--eval_steps=0", "--save_steps=0",
-             "--log_steps=20", f"--output_dir={out}", *(["--resume=True"] if os.path.isdir(out) else [])])
+        run(["train.py", *args, f"--output_dir={out}", *(["--resume=True"] if os.path.isdir(out) else [])])
     return final
 
 
-def heldout(path):
-    """The held-out chats train.py wrote -> rows of {messages (the prompt turns), question, answer}."""
+def heldout(ckpt):
+    """The held-out chats train.py wrote beside ckpt -> rows of {messages (the prompt turns), question, answer}."""
     rows = []
-    with open(os.path.join(path, "heldout.jsonl")) as f:
+    with open(os.path.join(os.path.dirname(ckpt), "heldout.jsonl")) as f:
         for line in f:
             m = json.loads(line)["messages"]
             rows.append({"messages": m[:-1], "question": m[-2]["content"], "answer": m[-1]["content"]})
@@ -223,11 +243,12 @@ def main():
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     one = default_dtype(dev)[0] if dtype == "auto" else getattr(torch, dtype)
     name = str(one).removeprefix("torch.")
-    ckpt = {o: sft(model_dir, o, os.path.join(out_dir, o), max_steps, batch_size, learning_rate, train_block_size, n_test, name)
+    ckpt = {o: sft(model_dir, os.path.join(out_dir, o), sft_flags(o, max_steps, batch_size, learning_rate,
+                                                                  train_block_size, n_test), name)
             for o in ("ar", "bd3lm", "mdlm")}
     if threads:
         torch.set_num_threads(threads)
-    rows = heldout(os.path.join(out_dir, "ar"))[:n_decode]
+    rows = heldout(ckpt["ar"])[:n_decode]
     results = []
 
     parent, ar_sft, tok, d = ar_models(model_dir, ckpt["ar"], one, dev)

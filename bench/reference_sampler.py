@@ -43,7 +43,7 @@ def bd3lm_recompute(model, prompts, settings=None, *, generator=None, on_step=No
         lo, hi = P + b * bs, min(P + (b + 1) * bs, P + N)
         prefix, last = model.new_cache(R, hi), None
         if lo > 0:  # the whole prefix, into a fresh cache
-            am, pos = _block_causal(valid, 0, lo, bs)
+            am, pos = _block_causal(valid, 0, lo, bs, lo if s.context_causal else 0)
             last = model(_cfg_rows(x[:, :lo], given[:, :lo], s), attention_mask=_cfg_twice(am, s),
                          position_ids=_cfg_twice(pos, s), causal=False, cache=prefix, cache_pos=0, append=True)[:, -1:]
             nfe += 1

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from model import (Config, Model, ar_loss, bd3lm_attention_mask, bd3lm_loss, collate, forward_mask, mdlm_loss,
-                   sample_t)
+from model import (Config, Model, ar_loss, bd3lm_attention_mask, bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, collate,
+                   complementary_pair, forward_mask, mdlm_loss, sample_t)
 
 V = 5
 
@@ -261,3 +261,82 @@ def test_bd3lm_padded_tail_never_sees_padding():
         assert abs(got - alone) < 1e-5 * abs(alone), (pad, got, alone)
         seen = bd3lm_loss(model, x, y, xt_p, masked_p, t, 4, norm_type="batch").item()
         assert abs(seen - alone) > 1e-4  # without the key mask the padding is seen
+
+
+# -----------------------------------------------------------------------------
+# the conversion recipe's additions (train.py's opt-in options)
+
+
+def test_context_causal_mask_L4_block2():
+    # as test_bd3lm_mask_L4_block2, but the clean stream is a causal LM token by token
+    x_t = bd3lm_attention_mask(4, 2)[:4]
+    expected = torch.tensor([
+        [0, 0, 0, 0, 1, 0, 0, 0],  # x_0 0: itself
+        [0, 0, 0, 0, 1, 1, 0, 0],  # x_0 1: positions <= 1
+        [0, 0, 0, 0, 1, 1, 1, 0],  # x_0 2: positions <= 2 (not its block's position 3)
+        [0, 0, 0, 0, 1, 1, 1, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(bd3lm_attention_mask(4, 2, context_causal=True), torch.cat([x_t, expected]))
+
+
+def ar_parent():  # tiny_model with weights large enough that its logits differ from position to position
+    model = tiny_model().double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.mul_(10)
+    return model
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_context_causal_shift_predicts_each_blocks_first_token_with_the_ar_logits(block_size):
+    # context-causal attention + right shift: a block's first token is predicted by the clean row
+    # before it, which sees exactly what the AR parent's row sees. At block size 1 that is every
+    # token, so the masked tokens' logits are the AR model's causal logits, all of them
+    model = ar_parent()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 63, (2, 12), generator=g)
+    xt = torch.full_like(x0, 63)
+    b, i = torch.arange(2).repeat_interleave(11), torch.arange(1, 12).repeat(2)  # every token but the first
+    rows = bd3lm_logit_rows(i, 12, block_size, right_shift_logits=True)
+    got = bd3lm_forward(model, xt, x0, block_size, logits_slice=(b, rows), context_causal=True)
+    ar = model(x0, causal=True)[b, i - 1]  # the causal row before each token
+    first = i % block_size == 0
+    assert torch.allclose(got[first], ar[first], atol=1e-9, rtol=0)
+    assert first.all() if block_size == 1 else not torch.allclose(got[~first], ar[~first], atol=1e-3)
+    # the same rows without context_causal see their whole block: not the AR model
+    block_causal = bd3lm_forward(model, xt, x0, block_size, logits_slice=(b, rows))
+    assert block_size == 1 or not torch.allclose(block_causal[first], ar[first], atol=1e-3)
+
+
+def test_ar_loss_term_is_next_token_ce_of_the_plain_causal_forward():
+    model = ar_parent()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randint(0, 63, (3, 16), generator=g)
+    labels = x0.clone()
+    labels[0, :5], labels[2, :9] = -100, -100  # prompts
+    t = sample_t(3, generator=g)
+    xt, masked = forward_mask(x0, labels, t, 63, generator=g)
+    kw = dict(context_causal=True, right_shift_logits=True)
+    with_ar = bd3lm_loss(model, x0, labels, xt, masked, t, 4, ar_weight=0.5, **kw)
+    without = bd3lm_loss(model, x0, labels, xt, masked, t, 4, **kw)
+    ar = ar_loss(model, x0, labels)  # its own causal forward of x_0
+    assert abs((with_ar - without).item() - 0.5 * ar.item()) < 1e-9, (with_ar.item(), without.item(), ar.item())
+    with pytest.raises(AssertionError, match="context_causal"):  # a block-causal clean row sees its target
+        bd3lm_loss(model, x0, labels, xt, masked, t, 4, ar_weight=0.5)
+
+
+def test_complementary_pair_covers_every_scored_token_exactly_once():
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randint(0, 63, (4, 20), generator=g)
+    labels = x0.clone()
+    labels[:, :6] = -100
+    labels[1, 15:] = -100
+    t = sample_t(4, generator=g)
+    xt, masked = forward_mask(x0, labels, t, 63, generator=g)
+    ids2, labels2, xt2, masked2, t2 = complementary_pair(x0, labels, xt, masked, t, 63)
+    first, copy = masked2[:4], masked2[4:]
+    assert torch.equal(first, masked) and torch.equal(first ^ copy, labels != -100) and not (first & copy).any()
+    assert torch.equal(xt2[4:], torch.where(copy, 63, x0)) and torch.equal(xt2[:4], xt)
+    assert torch.equal(ids2, x0.repeat(2, 1)) and torch.equal(labels2, labels.repeat(2, 1))
+    assert torch.allclose(t2, torch.cat([t, 1 - t]))  # the copy's mask rate: 1 - (1 - t) = alpha(t)

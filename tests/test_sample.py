@@ -93,8 +93,10 @@ def ref_mdlm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, suppress=
     return [x[j, lens[j]:lens[j] + N].tolist() for j in range(B)]
 
 
-def ref_bd3lm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, mask=MASK, eos=EOS, pad=EOS):
-    # every step one forward over the whole canvas under the block-causal mask: no cache at all
+def ref_bd3lm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, mask=MASK, eos=EOS, pad=EOS,
+              context_causal=False):
+    # every step one forward over the whole canvas under the block-causal mask: no cache at all.
+    # context_causal: the final tokens (all before the block) attend causally instead
     B = len(prompts)
     P = math.ceil(max(len(p) for p in prompts) / bs) * bs
     x = torch.full((B, P), pad)
@@ -112,6 +114,9 @@ def ref_bd3lm(model, prompts, N, steps, bs, right_shift=False, cfg=0.0, mask=MAS
         given = torch.cat([given, torch.zeros((B, L), dtype=torch.bool)], 1)
         blk = torch.arange(Lc + L) // bs
         am = (blk[None, :, None] >= blk[None, None, :]) & valid[:, :, None] & valid[:, None, :]
+        if context_causal:
+            q = torch.arange(Lc + L)[:, None]
+            am &= (q >= Lc) | (q >= q.T)
         pos = torch.where(valid, valid.long().cumsum(1) - 1, 0)
         sched = ref_schedule([L] * B, math.ceil(steps / nb))
         for i in range(len(sched[0])):
@@ -212,6 +217,36 @@ def test_bd3lm_nfe_and_options_match_reference(m):
         # undefined in the reference (it attends to nothing), so compare up to the first pad token
         assert [cut(s, EOS) for s in got.sequences] == [cut(s, EOS) for s in ref], opts
         assert any(len(cut(s, EOS)) > 8 for s in ref)
+
+
+@pytest.mark.parametrize("bs,shift,batch", [(4, False, 4), (8, True, 3), (5, True, 2)])
+def test_context_causal_exact_cache_matches_full_recompute(m, bs, shift, batch):
+    # under context_causal the cache holds each final token's K/V computed causally, as the slow path
+    # recomputes them at every step; the answers differ from the block-causal sampler's
+    ps, kw = PROMPTS[:batch], dict(max_new_tokens=16, steps=16, block_size=bs, right_shift_logits=shift, **KW)
+    ref = ref_bd3lm(m, ps, 16, 16, bs, right_shift=shift, context_causal=True)
+    for run in (sample.generate, bd3lm_recompute):
+        got = run(m, ps, method="bd3lm", context_causal=True, **kw).sequences
+        assert [cut(s, EOS) for s in got] == [cut(s, EOS) for s in ref], run.__name__
+    assert sample.generate(m, ps, method="bd3lm", **kw).sequences != got
+
+
+def test_block_size_1_with_shift_and_context_causal_is_ar_greedy(m):
+    # every token is then predicted by the causal row before it: AR greedy decoding of the same
+    # weights, which a plain loop re-running the whole sequence causally computes here
+    N, ps = 10, PROMPTS[:3]
+    want = []
+    for p in ps:
+        seq = list(p)
+        for _ in range(N):
+            logits = m(torch.tensor([seq]), causal=True)[0, -1]
+            logits[MASK] = -math.inf  # never proposed by the sampler
+            seq.append(int(logits.argmax()))
+        want.append(cut(seq[len(p):], EOS))
+    out = sample.generate(m, ps, method="bd3lm", max_new_tokens=N, steps=N, block_size=1, right_shift_logits=True,
+                          context_causal=True, **KW)
+    assert [cut(s, EOS) for s in out.sequences] == want and out.nfe <= N
+    assert len({t for s in want for t in s}) > 4 and max(map(len, want)) > 5  # not degenerate
 
 
 def test_bd3lm_pad_tokens_inside_prompt(m):

@@ -346,6 +346,28 @@ def test_ar_objective_saves_plain_family(tiny_dir, tmp_path):
     assert first["step"] == 1 and abs(first["loss"] - np.log(49153)) < 0.1, first
 
 
+def test_recipe_schedules_hit_their_endpoints_and_context_causal_is_saved(tiny_dir, tmp_path):
+    # 8 steps: the block curriculum over the first half (1 at step 1, block_size from the middle on),
+    # attention annealing for MDLM over the first half (causal at step 1, bidirectional from the middle)
+    common = [f"--model_name_or_path={tiny_dir}", "--task=sft", "--dataset_args=synthetic:sort[train:64,test:8]",
+              "--max_length=96", "--max_steps=8", "--per_device_train_batch_size=2", "--eval_steps=0",
+              "--save_steps=0", "--dtype=float32", f"--cache_dir={tmp_path / 'data'}", "--right_shift_logits=True",
+              "--complementary_masks=True"]
+    run_train(tmp_path / "bd3lm", *common, "--objective=bd3lm", "--block_size=8", "--block_curriculum=0.5",
+              "--context_causal=True", "--ar_loss_weight=1.0")
+    run_train(tmp_path / "mdlm", *common, "--objective=mdlm", "--attention_anneal=0.5")
+    blocks = [m["block"] for m in metrics(tmp_path / "bd3lm") if "loss" in m]
+    ratios = [m["attn"] for m in metrics(tmp_path / "mdlm") if "loss" in m]
+    assert blocks == [1, 1, 2, 4, 8, 8, 8, 8]  # progress 0, 1/8, ...: 2 ** int(3 * progress / 0.5) before the half
+    assert ratios == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    with open(tmp_path / "bd3lm" / "checkpoint-final" / "config.json") as f:
+        cfg = json.load(f)
+    assert (cfg["objective"], cfg["block_size"], cfg["context_causal"], cfg["right_shift_logits"]) == \
+        ("bd3lm", 8, True, True)
+    import sample
+    assert sample.load(str(tmp_path / "bd3lm" / "checkpoint-final"), "float32", "cpu")[2]["context_causal"] is True
+
+
 BAD_OPTIONS = [
     (["--objective=diffusion"], "--objective='diffusion'; choose one of: mdlm, bd3lm, ar"),
     (["--objective=bd3lm", "--block_size=24", "--max_length=64"], "multiple of block_size"),
@@ -353,9 +375,13 @@ BAD_OPTIONS = [
     (["--streaming=True"], "needs --max_steps > 0"),
     (["--lerning_rate=1e-4"], "Did you mean --learning_rate?"),
     (["--model_name_or_path="], "--model_name_or_path is required"),
-    (["--task=sft", "--dataset_args=synthetic:division"], "choose synthetic:addition or synthetic:sort"),
+    (["--task=sft", "--dataset_args=synthetic:division"], "choose synthetic:addition, synthetic:sort or synthetic:reverse"),
     (["--dataset_args=data.jsonl[lang]"], "must be key:value"),
     (["--resume=True", "--overwrite=True"], "--overwrite=True deletes it: pick one"),
+    (["--objective=mdlm", "--context_causal=True"], "--context_causal only applies to --objective=bd3lm"),
+    (["--objective=bd3lm", "--ar_loss_weight=1"], "--ar_loss_weight needs --context_causal=True"),
+    (["--objective=bd3lm", "--block_size=12", "--max_length=48", "--block_curriculum=0.5"], "power-of-two"),
+    (["--complementary_masks=True", "--schedule=cosine"], "under the linear schedule"),
 ]
 
 
