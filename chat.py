@@ -80,9 +80,10 @@ def command(line, s, messages):
     if name != "/set":
         return s, f"unknown command {name}; /help lists them"
     if not arg:
-        return s, "\n".join(f"  {k}={v!r}" for k, v in asdict(s).items() if k != "stop_at_eos")
+        return s, "\n".join(f"  {k}={v!r}" for k, v in asdict(s).items())
     if not eq or key not in SETTINGS:
-        return s, f"usage: /set key=value with key one of {', '.join(SETTINGS)}"
+        unknown = f"unknown setting {key!r}; " if eq else ""
+        return s, f"{unknown}usage: /set key=value with key one of {', '.join(SETTINGS)}"
     try:  # refused here, not at the next answer
         s = replace(s, **{key: parse_value(key, raw, getattr(s, key))}).check()
     except ValueError as e:

@@ -8,6 +8,7 @@ option's default, comment and `_CHOICES`. This file imports nothing of ours.
 
 import ast
 import difflib
+import os
 import sys
 import types
 
@@ -102,7 +103,13 @@ def configure(g, argv=None):
     if "-h" in argv or "--help" in argv:
         print((g.get("__doc__") or "").strip())
         print("\noptions (--key=value or --key value; python config files as bare arguments):")
-        notes, choices = _comments(g.get("__file__")), g.get("_CHOICES", {})
+        # the comments of the script's options, and of those it took from its neighbours (chat.py: sample.Settings)
+        here = g.get("__file__") or ""
+        files = {getattr(sys.modules.get(getattr(v, "__module__", None)), "__file__", None) for v in g.values()}
+        notes = {}
+        for f in [here, *sorted(f for f in files - {here} if f and os.path.dirname(f) == os.path.dirname(here))]:
+            notes = {**_comments(f), **notes}
+        choices = g.get("_CHOICES", {})
         for k, v in keys.items():
             note, listed = notes.get(k, ""), " | ".join(map(str, choices.get(k, ())))
             if listed and not all(str(c) in note for c in choices[k]):  # unless the comment lists them

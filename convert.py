@@ -50,7 +50,7 @@ def load_gguf(path):
     d, fn = os.path.split(os.path.abspath(path))
     print(f"reading GGUF {path} (dequantising with transformers)")
     hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=fn, dtype=torch.float32)
-    tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=fn)
+    tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=fn, legacy=True)  # the default, said aloud
     # keep the model's own fields, drop the generic generation defaults every HF config carries
     generic = transformers.PretrainedConfig().to_dict()
     cfg = {k: v for k, v in hf.config.to_dict().items() if k not in generic or k.endswith("token_id")

@@ -26,6 +26,7 @@ import sys
 import textwrap
 
 import sample  # torch with it (~2 s); lm-eval's own imports come after the argument checks (~18 s)
+from configurator import parse_value
 from model import could_be_hub_id
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
@@ -38,6 +39,17 @@ EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_
 IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here
 
 
+def parse_arg(key, value, default):
+    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default.
+    A None default (token ids, thresholds, token lists) takes a python literal, lists written [1;2]."""
+    raw = str(value)
+    try:
+        return ast.literal_eval(raw.replace(";", ",")) if default is None else parse_value(key, raw, default)
+    except (ValueError, SyntaxError) as e:
+        why = f"{key}={raw!r}: expected a number or a list like [1;2]" if default is None else str(e).removeprefix("--")
+        raise ValueError(f"model_args {why}") from None
+
+
 def check_model_args(kwargs):
     """Raise ValueError for --model_args that cannot work, before lm-eval is imported."""
     if "method" in kwargs:
@@ -45,6 +57,9 @@ def check_model_args(kwargs):
     unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS) - set(IGNORED_ARGS))
     if unknown:
         raise ValueError(f"unknown model_args {unknown}; valid: {', '.join(sorted({**EVAL_ARGS, **SAMPLER_ARGS}))}")
+    for k, v in kwargs.items():
+        if k not in IGNORED_ARGS:
+            parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k)))
     path = str(kwargs.get("pretrained") or "")
     if not path:
         raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
@@ -63,8 +78,10 @@ def precheck(argv):
     for a, following in zip(argv, argv[1:] + [""]):
         key, eq, value = a.partition("=")
         flags[key] = value if eq else following
-    margs = flags.get("--model_args", "")
-    if flags.get("--model") in ("a2d_mdlm", "a2d_bd3lm") and not margs.lstrip().startswith("{"):  # not JSON
+    margs, name = flags.get("--model_args", ""), flags.get("--model", "")
+    if name.startswith("a2d") and name not in ("a2d_mdlm", "a2d_bd3lm"):
+        raise SystemExit(f"error: unknown --model {name}; ours are a2d_mdlm and a2d_bd3lm")
+    if name in ("a2d_mdlm", "a2d_bd3lm") and not margs.lstrip().startswith("{"):  # not JSON
         try:
             check_model_args(dict(item.partition("=")[::2] for item in margs.split(",") if item))
         except ValueError as e:
@@ -80,21 +97,9 @@ from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configurator import parse_value  # noqa: E402
 from model import bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
 
 log = logging.getLogger("nanoa2d.eval")
-
-
-def parse_arg(key, value, default):
-    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default.
-    A None default (token ids, thresholds, token lists) takes a python literal, lists written [1;2]."""
-    raw = str(value)
-    try:
-        return ast.literal_eval(raw.replace(";", ",")) if default is None else parse_value(key, raw, default)
-    except (ValueError, SyntaxError) as e:
-        why = f"{key}={raw!r}: expected a number or a list like [1;2]" if default is None else str(e).removeprefix("--")
-        raise ValueError(f"model_args {why}") from None
 
 
 def setup_distributed(device):
@@ -378,7 +383,7 @@ def main():
             raise
         raise SystemExit(f"error: {e}. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: {LOCAL_TASKS}")
     except ConnectionError as e:  # datasets' error for a task whose data live on the Hub
-        raise SystemExit(f"error: {e}. Offline, use a task from tasks/ (they read ../shared/data): {LOCAL_TASKS}")
+        raise SystemExit(f"error: {e}. Offline, use a task from tasks/ (local files, see data/prepare.py): {LOCAL_TASKS}")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -163,14 +163,25 @@ def apply_rope(x, cos, sin):
 class KVCache:
     """A static, preallocated cache: keys and values (L, B, Hkv, max_len, D). `length` counts the
     final positions. A forward with the cache writes its chunk's K/V at [pos, pos+T) (pos defaults
-    to `length`) and attends to [0, max(length, pos+T)). Only append=True moves `length`, so a
-    denoising step can look at itself without committing, with no copies."""
+    to `length`) and attends to [0, max(length, pos+T)). Only commit() moves `length` (a forward with
+    append=True commits its chunk), so a denoising step can look at itself without committing, no copies."""
 
     def __init__(self, config, batch_size, max_len, dtype, device):
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length, self.max_len = 0, max_len
+
+    def update(self, layer, pos, k, v):
+        """Write one layer's chunk k, v (B, Hkv, T, D) at [pos, pos+T) -> the keys and values it attends to."""
+        T = k.shape[2]
+        self.k[layer, :, :, pos:pos + T], self.v[layer, :, :, pos:pos + T] = k, v
+        n = max(self.length, pos + T)
+        return self.k[layer, :, :, :n], self.v[layer, :, :, :n]
+
+    def commit(self, length):
+        """Positions [0, length) are final: every later chunk attends to them."""
+        self.length = length
 
 
 @functools.cache
@@ -206,10 +217,7 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]  # (B, Hkv, max_len, D)
-            ck[:, :, pos:pos + T], cv[:, :, pos:pos + T] = k, v
-            kv_len = max(cache.length, pos + T)
-            k, v = ck[:, :, :kv_len], cv[:, :, :kv_len]
+            k, v = cache.update(self.layer_idx, pos, k, v)  # (B, Hkv, kv_len, D)
         gqa = self.n_kv != self.n_head
         if mask is not None and not isinstance(mask, torch.Tensor):  # a flex_attention BlockMask (CUDA)
             y = _flex_attention()(q, k, v, block_mask=mask, enable_gqa=gqa)
@@ -320,7 +328,7 @@ class Model(nn.Module):
         for block in self.model.layers:
             x = block(x, cos, sin, mask, is_causal, cache, pos)
         if cache is not None and append:
-            cache.length = pos + T
+            cache.commit(pos + T)
         x = self.model.norm(x)
         if logits_slice is not None:
             x = x[logits_slice] if isinstance(logits_slice, tuple) else x[:, logits_slice]
@@ -329,18 +337,23 @@ class Model(nn.Module):
     # -------------------------------------------------------------------------
     # load / save (HF directory layout)
 
+    @staticmethod
+    def config_of(path):
+        """The Config of an HF directory (or hub id)."""
+        fn = os.path.join(resolve_model_dir(path), "config.json")
+        with open(fn) as f:
+            try:
+                return Config.from_hf(json.load(f))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{fn} is not valid JSON ({e}); repair it or copy it again from the source") from None
+
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None, causal=None):
         """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index.
         Strict: a missing, unexpected or misshapen tensor is an error that names it."""
         from safetensors import SafetensorError, safe_open
         path = resolve_model_dir(path)
-        fn = os.path.join(path, "config.json")
-        with open(fn) as f:
-            try:
-                config = Config.from_hf(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{fn} is not valid JSON ({e}); repair it or copy it again from the source") from None
+        config = cls.config_of(path)
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
             with open(index) as f:
@@ -465,10 +478,15 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
     try:
         with open(cpuinfo) as f:  # the x86 flags of every core
             native = bool({"amx_bf16", "avx512_bf16"} & set(f.read().split()))
-    except OSError:  # not Linux: oneDNN's own check
-        native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    return (torch.bfloat16, "this CPU computes bf16 natively (AMX / AVX512-BF16)") if native else \
-        (torch.float32, "this CPU has no native bf16 (no AMX / AVX512-BF16), where bf16 would be ~20x slower")
+    except OSError:  # not Linux: oneDNN's answer alone
+        native = True
+    # oneDNN's own check also honours ONEDNN_MAX_CPU_ISA, which containers and schedulers set to hold a process to AVX2
+    onednn = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    if native and onednn:
+        return torch.bfloat16, "this CPU computes bf16 natively (AMX / AVX512-BF16)"
+    return torch.float32, ("this CPU has no native bf16 (no AMX / AVX512-BF16)" if not native else
+                           "oneDNN may not use this CPU's native bf16 (ONEDNN_MAX_CPU_ISA)") + \
+        ", where bf16 would be ~20x slower"
 
 
 # -----------------------------------------------------------------------------
@@ -583,10 +601,10 @@ def complementary_pair(input_ids, labels, xt, masked, t, mask_token_id):
             torch.cat([masked, other]), torch.cat([t, 1 - t]))
 
 
-def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
+def collate(rows, special, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
             right_shift_logits=False, mdlm_pad_loss=True):
     """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) (-100 = unscored) and a key-padding
-    mask (B, T), None when every key is real. ids: the "pad", "eos" and "bos" token ids. The padding
+    mask (B, T), None when every key is real. special: the "pad", "eos" and "bos" token ids. The padding
     follows the reference's collators, objective by objective:
       MDLM SFT (mdlm_pad_loss): pad tokens, attended *and scored*: a sampler answers on a fixed canvas
         of masks, and the model can end a short answer there only if it learned to fill the rest of
@@ -602,12 +620,12 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
         y = x.clone()
         y[:plen if sft and mask_prompt_loss else 0] = -100
         if sft and objective == "bd3lm":
-            pad = torch.full((-len(x) % block_size,), ids["eos"])
+            pad = torch.full((-len(x) % block_size,), special["eos"])
             x, y = torch.cat([x, pad]), torch.cat([y, pad])
         seqs.append((x, y))
     B, T = len(seqs), max(len(x) for x, _ in seqs)
     scored_pad = sft and objective == "mdlm" and mdlm_pad_loss
-    x, y = torch.full((B, T), ids["pad"]), torch.full((B, T), ids["pad"] if scored_pad else -100)
+    x, y = torch.full((B, T), special["pad"]), torch.full((B, T), special["pad"] if scored_pad else -100)
     keep = torch.zeros(B, T, dtype=torch.bool)
     for i, (xi, yi) in enumerate(seqs):
         x[i, :len(xi)], y[i, :len(yi)], keep[i, :len(xi)] = xi, yi, True
@@ -615,7 +633,7 @@ def collate(rows, ids, objective, max_length, block_size=32, sft=False, mask_pro
         keep[:] = True
     if right_shift_logits and not (y[:, 0] == -100).all():
         col = lambda v: torch.full((B, 1), v)
-        x, y, keep = torch.cat([col(ids["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
+        x, y, keep = torch.cat([col(special["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
     n = keep.sum(1)
     if objective == "bd3lm" and not ((n % block_size != 0) & (n < keep.shape[1])).any():
         keep[:] = True  # padding only in whole blocks, which no real token's mask reaches: keep the shared mask
@@ -673,23 +691,24 @@ def bd3lm_logit_rows(i, L, block_size, right_shift_logits=False):
     return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True))
 
 
-def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, attn_mask=None,
+def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, full_mask=None,
                   context_causal=False):
     """x_t ⊕ x_0 (B, 2L) in one pass under the block-diffusion mask, both halves at positions 0..L-1
     (a noisy token and its clean twin share a position) -> the logits of the rows logits_slice picks."""
     B, L = xt.shape
-    if attn_mask is None:
-        attn_mask = bd3lm_mask(L, block_size, xt.device, attention_mask, context_causal)
+    if full_mask is None:
+        full_mask = bd3lm_mask(L, block_size, xt.device, attention_mask, context_causal)
     pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
-    return model(torch.cat([xt, x0], 1), attention_mask=attn_mask, position_ids=pos, causal=False,
+    return model(torch.cat([xt, x0], 1), attention_mask=full_mask, position_ids=pos, causal=False,
                  logits_slice=logits_slice)
 
 
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
-               weight_type="scheduler", norm_type="token", right_shift_logits=False, attn_mask=None,
+               weight_type="scheduler", norm_type="token", right_shift_logits=False, full_mask=None,
                context_causal=False, ar_weight=0.0):
     """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per
-    token (B, L). attention_mask: a key-padding mask (B, L) or None; attn_mask: a ready mask, for benchmarks.
+    token (B, L). attention_mask: a key-padding mask (B, L) or None; full_mask: the whole (2L, 2L) mask, ready
+    made (benchmarks).
     ar_weight > 0 (needs context_causal, where the clean stream is a causal LM): plus that times the
     next-token CE of the clean rows, as ar_loss scores them, from the same forward."""
     assert context_causal or not ar_weight, "the AR loss needs context_causal: a block-causal row sees its target"
@@ -700,7 +719,7 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_ma
         tgt = labels[:, 1:]
         ab, aj = (tgt != -100).nonzero(as_tuple=True)
         rows = (torch.cat([b, ab]), torch.cat([rows[1], L + aj]))
-    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, rows, attn_mask, context_causal)
+    logits = bd3lm_forward(model, xt, input_ids, block_size, attention_mask, rows, full_mask, context_causal)
     loss = _diffusion_loss(logits[:len(b)], input_ids, labels, b, i, t, schedule, weight_type, norm_type)
     if ar_weight:
         loss = loss + ar_weight * normalize_loss(_token_ce(logits[len(b):], tgt, ab, aj), tgt, norm_type)

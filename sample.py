@@ -18,6 +18,7 @@ Fast-dLLM's approximate prefix / dual caches for MDLM, and threshold / factor pa
 import itertools
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -361,7 +362,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
                 h = model(inp, position_ids=pos_ids, cache=kv, cache_pos=0, append=True,
                           logits_slice=slice(fs, whi), **kw)
                 if s.cache == "prefix":
-                    kv.length = fs  # keep the prefix; the rest is recomputed every step
+                    kv.commit(fs)  # keep the prefix; the rest is recomputed every step
             elif s.cache == "prefix":  # the block and everything after it, against the cached prefix
                 h = model(inp[:, fs:], position_ids=pos_ids[:, fs:], cache=kv, cache_pos=fs,
                           logits_slice=slice(0, whi - fs), **kw)
@@ -477,7 +478,7 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
             h = model(_cfg_rows(x[:, a:hi], given[:, a:hi], s), attention_mask=_cfg_twice(am, s),
                       position_ids=_cfg_twice(pos, s), causal=False, cache=kv, cache_pos=a, return_hidden=True)
             if a < lo:  # the riders' K/V are cached for good; from now on only the block's rows run
-                kv.length = lo
+                kv.commit(lo)
                 last = model.lm_head(h[:, lo - a - 1:lo - a]) if s.right_shift_logits else None
                 h, am, pos, a = h[:, lo - a:], am[:, :, lo - a:], pos[:, lo - a:], lo
             # the LM head only where a mask is left; with right shift the logit of position c-1
@@ -571,6 +572,8 @@ def main(given):
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
+    if output and (os.path.isdir(output) or not os.path.isdir(os.path.dirname(os.path.abspath(output)))):
+        raise SystemExit(f"error: --output={output!r} must name a file in an existing directory")
     try:
         cli = Settings(**{k: globals()[k] for k in SETTINGS})
         # before the model loads, to fail at once; a cache's choices wait for the checkpoint's method
@@ -590,9 +593,15 @@ def main(given):
         print(f"warning: prompt(s) {long} have more than the {budget} tokens that fit before {s.max_new_tokens} "
               f"new ones in a context of {limit}; truncated from the left", file=sys.stderr)
     ids = [p[-budget:] for p in ids]
+    num_blocks = math.ceil(s.max_new_tokens / s.block_size)
+    if s.max_new_tokens % s.block_size:
+        print(f"note: --block_size={s.block_size} does not divide --max_new_tokens={s.max_new_tokens}: the last "
+              f"block has {s.max_new_tokens % s.block_size} tokens", file=sys.stderr)
+    if not s.parallel and s.steps > s.max_new_tokens:
+        print(f"note: --steps={s.steps} > --max_new_tokens={s.max_new_tokens}: one token per step at most, so "
+              f"{s.max_new_tokens} forward passes", file=sys.stderr)
     gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
-    num_blocks = math.ceil(s.max_new_tokens / s.block_size)
     # a block takes at most block_size steps when threshold / factor decide
     per_batch = num_blocks * (s.block_size if s.parallel else math.ceil(s.steps / num_blocks))
     bar = tqdm(total=len(batches) * per_batch, unit="step", file=sys.stderr, disable=None, leave=False)

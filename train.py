@@ -97,8 +97,10 @@ compile = False
 seed = 42
 # checkpoints, eval, logging
 output_dir = "out/train"
-save_steps = 0.1  # >= 1: every that many steps; < 1: that fraction of the run
-save_total_limit = 0  # keep the newest k checkpoint-<step> dirs; 0 keeps all
+save_steps = 0.1  # >= 1: every that many steps; < 1: that fraction of the run; 0: at the end (and Ctrl-C) only
+save_total_limit = 1  # keep the newest k checkpoint-<step> dirs, the newest alone resumable; 0 keeps all
+save_final_state = True  # at the end also save checkpoint-<step>, resumable, to continue past max_steps
+final_dtype = "auto"  # checkpoint-final's weights: auto (model_name_or_path's dtype: bf16 from convert.py) | float32
 resume = False  # continue from the newest complete checkpoint in output_dir
 overwrite = False  # replace the previous run in output_dir (its checkpoints and metrics.jsonl)
 eval_steps = 0.1  # like save_steps; 0 turns periodic eval off
@@ -111,7 +113,7 @@ wandb_run_name = ""
 # -----------------------------------------------------------------------------
 
 _rank, _world, _device = 0, 1, torch.device("cpu")  # set by setup_distributed
-_interrupted = False  # set by the first Ctrl-C
+_stop = 0  # the first Ctrl-C or SIGTERM that asks the run to stop: save, then exit 128 + _stop
 
 
 def print0(*a):
@@ -126,7 +128,8 @@ def options():  # the run's settings, as trainer_state.json records them
 _CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=("ddp", "fsdp"),
                 schedule=("linear", "cosine"), loss_weight_type=("scheduler", "uniform"),
                 loss_norm_type=("token", "sequence", "batch"), lr_scheduler_type=("cosine", "linear", "constant"),
-                truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"))
+                truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"),
+                final_dtype=("auto", "bfloat16", "float32"))
 
 
 def check_options():  # before any heavy work; each error says what to do
@@ -160,7 +163,8 @@ def check_options():  # before any heavy work; each error says what to do
          "--complementary_masks=True is for mdlm / bd3lm under the linear schedule (the copy's time is 1 - t)"),
         (learning_rate <= 0 or not 0 <= warmup_ratio < 1 or warmup_steps < 0 or not 0 <= min_lr_ratio <= 1,
          "need learning_rate > 0, 0 <= warmup_ratio < 1, warmup_steps >= 0, 0 <= min_lr_ratio <= 1"),
-        (max_steps <= 0 and num_train_epochs <= 0, "set --max_steps > 0 or --num_train_epochs > 0"),
+        (max_steps <= 0 and num_train_epochs <= 0 or max_steps < -1,
+         f"--max_steps={max_steps}: set it > 0 (or leave it at -1 and set --num_train_epochs > 0)"),
         (streaming and (task != "pt" or max_steps <= 0 or "+" in dataset_args),
          "--streaming=True is for task=pt with one source and needs --max_steps > 0 (a stream has no epochs)"),
         (not 0 <= eval_fraction < 1 or min(save_total_limit, save_steps, eval_steps) < 0,
@@ -243,14 +247,17 @@ def load_source(name, kv):
     kv = dict(kv)
     caps = {s: int(kv.pop(s)) for s in ("train", "test") if s in kv}  # a stream ignores them
     hf_name = kv.pop("name", None)
-    keep = lambda r: all(row_has(r, k, v) for k, v in kv.items())
+    wanted = lambda r: all(row_has(r, k, v) for k, v in kv.items())
     if name.startswith("synthetic:"):
         return synthetic_rows(name.split(":", 1)[1], caps.get("train", 20000), caps.get("test", 200))
     if os.path.exists(name):
         files = sorted(f for f in glob.glob(os.path.join(name, "**", "*"), recursive=True)
                        if f.endswith((".txt", ".jsonl", ".json", ".parquet"))) if os.path.isdir(name) else [name]
-        rows = lambda: (r for f in files for r in read_file(f) if keep(r))
+        rows = lambda: (r for f in files for r in read_file(f) if wanted(r))
         return (rows if streaming else list(itertools.islice(rows(), caps.get("train")))), None
+    offline = not hub_reachable()
+    if offline:  # the Hub's own retries take ~25 s; cached datasets still load
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     import datasets
     try:
         configs = datasets.get_dataset_config_names(name) if hf_name is None else [hf_name]
@@ -260,16 +267,31 @@ def load_source(name, kv):
         else:
             ds = datasets.load_dataset(name, hf_name, streaming=streaming)
     except Exception as e:
-        raise SystemExit(f"error: cannot load dataset {name!r} ({type(e).__name__}: {e}). Give a local "
-                         f".txt/.jsonl/.parquet path, an HF dataset name, or synthetic:addition|sort|reverse")
+        why = "this machine cannot reach the Hugging Face Hub, and no copy is cached" if offline else \
+            f"{type(e).__name__}: {e}"
+        raise SystemExit(f"error: cannot load dataset {name!r} ({why}). Give a local .txt/.jsonl/.parquet path "
+                         f"(python data/prepare.py fetches tiny-shakespeare and GSM8K while online), an HF dataset "
+                         f"name, or synthetic:addition|sort|reverse")
 
     def split(s, role):  # HF datasets stay memory-mapped Arrow tables (rows decoded on access)
-        d = ds[s].filter(keep) if kv else ds[s]
+        d = ds[s].filter(wanted) if kv else ds[s]
         if streaming:
             return lambda: iter(d)
         return d.select(range(min(caps[role], len(d)))) if role in caps else d
     test = next((s for s in ("test", "validation") if s in ds), None)
     return split("train" if "train" in ds else next(iter(ds)), "train"), split(test, "test") if test else None
+
+
+def hub_reachable():  # a quick probe (offline, the name does not even resolve); behind a proxy, assume so
+    import socket
+    import urllib.parse
+    import urllib.request
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return bool(urllib.request.getproxies().get("https"))
 
 
 def row_has(row, k, v):
@@ -453,8 +475,8 @@ def buffer_shuffle(items, rng, size=1000):
     yield from buf
 
 
-def batch_of(rows, ids, bs=None):  # model.collate holds each objective's padding rules (the reference's collators)
-    x, y, keep = collate(rows, ids, objective, max_length, bs or block_size, task == "sft", mask_prompt_loss,
+def batch_of(rows, special, bs=None):  # model.collate holds each objective's padding rules (the reference's collators)
+    x, y, keep = collate(rows, special, objective, max_length, bs or block_size, task == "sft", mask_prompt_loss,
                          right_shift_logits, mdlm_pad_loss)
     return x.to(_device), y.to(_device), None if keep is None else keep.to(_device)
 
@@ -547,17 +569,17 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=N
 
 
 @torch.no_grad()
-def evaluate(model, rows, ids, amp):
+def evaluate(model, rows, special, amp):
     """Held-out loss per scored token: the ELBO (scheduler weights) for diffusion, CE for AR. Batch k
     always holds the same rows and masks (seed + 1 + k): every eval, at any world size, scores the same."""
     B = per_device_eval_batch_size
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
     for k in range(_rank, -(-n // _world) * _world, _world):  # equal counts per rank (FSDP needs it)
-        batch = batch_of([rows[i] for i in range(k % n * B, (k % n + 1) * B)], ids)
+        batch = batch_of([rows[i] for i in range(k % n * B, (k % n + 1) * B)], special)
         gen = torch.Generator(device=_device).manual_seed(seed + 1 + k % n)
         with amp:
-            s = loss_of(model, batch, gen, slice(None), ids["mask"], "scheduler", "batch")
+            s = loss_of(model, batch, gen, slice(None), special["mask"], "scheduler", "batch")
         if k < n:  # past n: a repeat that only keeps the ranks in step
             total += s.item() * B
             count += (batch[1][:, 1:] if objective == "ar" else batch[1]).ne(-100).sum().item()
@@ -566,21 +588,25 @@ def evaluate(model, rows, ids, amp):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: output_dir/checkpoint-<step> and checkpoint-final, each an HF directory and
-# trainer_state.json; the newest one also holds trainer_state.pt (optimizer, scheduler, step, RNG of
-# every rank). Written to tmp-<name> and renamed, so a directory under its final name is complete.
+# checkpoints: output_dir/checkpoint-<step>, HF directories of the fp32 master weights plus trainer_state.pt
+# (optimizer, step, RNG of every rank): resumable; only the newest keeps that state, and only the newest
+# save_total_limit stay. At the end checkpoint-final: the weights in final_dtype, what a user ships and
+# loads. Each is written to tmp-<name> and renamed, so a directory under its final name is complete.
 
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
     return max(done, key=lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"], default=None)
 
 
-def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
-    fsdp = _world > 1 and parallel == "fsdp"
+def save_checkpoint(name, step, total, raw, tok, opt, gen, loss, dtype=None):
+    """Every rank calls this (FSDP gathers the shards onto rank 0). dtype: the weights' dtype for an export
+    without training state (checkpoint-final); None: fp32 weights and the state, resumable."""
+    fsdp, t0 = _world > 1 and parallel == "fsdp", time.time()
     if fsdp:  # gather full (unsharded) tensors onto rank 0 for an HF export anyone can load
         from torch.distributed.checkpoint import state_dict as dcp
         o = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
-        sd, osd = dcp.get_model_state_dict(raw, options=o), dcp.get_optimizer_state_dict(raw, opt, options=o)
+        sd = dcp.get_model_state_dict(raw, options=o)
+        osd = dcp.get_optimizer_state_dict(raw, opt, options=o) if dtype is None else None
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
            "noise": gen.get_state(), "cuda": torch.cuda.get_rng_state() if _device.type == "cuda" else None}
     rngs = [rng] * _world
@@ -589,36 +615,36 @@ def save_checkpoint(name, step, raw, tok, opt, sched, gen, loss):
     if _rank == 0:
         final, tmp = os.path.join(output_dir, name), os.path.join(output_dir, "tmp-" + name)
         shutil.rmtree(tmp, ignore_errors=True)
+        export = raw
         if fsdp:
             with torch.device("meta"):
                 export = Model(raw.config)
             export.load_state_dict(sd, strict=False, assign=True)
             if raw.config.tie_word_embeddings:
                 export.lm_head.weight = export.model.embed_tokens.weight
-            export.save_pretrained(tmp)
-        else:
-            raw.save_pretrained(tmp)  # the fp32 master weights: what an exact resume needs
+        export.save_pretrained(tmp, dtype)
         tok.save_pretrained(tmp)
-        # the data position is step x the global batch; the world size is len(rng) (one per rank)
-        torch.save({"step": step, "optimizer": osd if fsdp else opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": rngs}, os.path.join(tmp, "trainer_state.pt"))
+        if dtype is None:  # the data position is step x the global batch; the world size is len(rngs)
+            torch.save({"step": step, "optimizer": osd if fsdp else opt.state_dict(), "rng": rngs},
+                       os.path.join(tmp, "trainer_state.pt"))
         with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-            json.dump({"step": step, "loss": loss, "options": options()}, f, indent=2)
+            json.dump({"step": step, "total": total, "loss": loss, "options": options()}, f, indent=2)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
-        # only the newest checkpoint keeps the optimizer state (2/3 of its size): older ones become weights only
-        for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
-            if os.path.dirname(old) != final:
-                os.remove(old)
-        steps = sorted(int(m[1]) for d in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", d)))
-        for n in steps[:-save_total_limit] if save_total_limit else []:
-            shutil.rmtree(os.path.join(output_dir, f"checkpoint-{n}"))
+        if dtype is None:  # the optimizer state is 2/3 of a checkpoint: older ones keep their weights only
+            for old in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt")):
+                if os.path.dirname(old) != final:
+                    os.remove(old)
+            steps = sorted(int(m[1]) for d in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", d)))
+            for n in steps[:-save_total_limit] if save_total_limit else []:
+                shutil.rmtree(os.path.join(output_dir, f"checkpoint-{n}"))
         size = sum(os.path.getsize(f) for f in glob.glob(os.path.join(final, "*")))
-        print0(f"saved {final} ({size / 1e6:,.1f} MB, resumable)")
+        print0(f"saved {final} ({size / 1e6:,.1f} MB, {'resumable' if dtype is None else str(dtype)[6:]}, "
+               f"{time.time() - t0:.1f} s)")
     barrier()
 
 
-def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
+def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
     state = torch.load(os.path.join(ckpt, "trainer_state.pt"), weights_only=False)
     if _world > 1 and parallel == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -626,7 +652,6 @@ def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     else:
         opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
     if len(state["rng"]) != _world:
         print0(f"notice: resuming on {_world} processes a run made on {len(state['rng'])}: the global batch "
                f"differs now, so the data resumes at step x the new batch (rows may be skipped or repeated)")
@@ -637,7 +662,10 @@ def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
     gen.set_state(rng["noise"])
     if rng["cuda"] is not None and _device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"])
-    print0(f"resumed from {ckpt} at step {state['step']}")
+    with open(os.path.join(ckpt, "trainer_state.json")) as f:
+        planned = json.load(f).get("total", total)
+    print0(f"resumed from {ckpt} at step {state['step']}" + (f"; the run was planned for {planned} steps, now "
+           f"{total}: the learning rate follows the {total}-step schedule from here" if planned != total else ""))
     return state["step"]
 
 
@@ -645,8 +673,9 @@ def restore(ckpt, raw, opt, sched, gen):  # -> the step to continue from
 # the run
 
 def load():
-    """(model, tokenizer, ids, checkpoint): the newest complete checkpoint's exact fp32 weights when
-    resuming, else model_name_or_path; config.json fields set to what samplers read back."""
+    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the model is the newest complete
+    checkpoint's exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what
+    samplers read back."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
         stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
         for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
@@ -659,24 +688,25 @@ def load():
     try:
         raw = Model.from_pretrained(ckpt or model_name_or_path, dtype=torch.float32, device=_device)
         tok = transformers.AutoTokenizer.from_pretrained(model_name_or_path)
+        source = Model.config_of(model_name_or_path)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: cannot load the model or tokenizer from {ckpt or model_name_or_path!r}: {e}")
     if init_from_scratch and ckpt is None:
         raw.init_weights(seed)
         print0(f"init_from_scratch=True: random weights of the same shape (seed {seed})")
     cfg = raw.config
-    ids = special_ids(cfg, tok)
-    ids["eos"] = ids["eos"][0] if ids["eos"] else None  # what pads and separates documents
-    if objective != "ar" and (ids["mask"] is None or ids["mask"] >= cfg.vocab_size):
-        raise SystemExit(f"error: {objective} needs a mask token inside the vocabulary (got {ids['mask']}, vocab "
+    special = special_ids(cfg, tok)
+    special["eos"] = special["eos"][0] if special["eos"] else None  # what pads and separates documents
+    if objective != "ar" and (special["mask"] is None or special["mask"] >= cfg.vocab_size):
+        raise SystemExit(f"error: {objective} needs a mask token inside the vocabulary (got {special['mask']}, vocab "
                          f"{cfg.vocab_size}); convert the model with convert.py, which adds <|mask|>")
-    if ids["eos"] is None or (right_shift_logits and ids["bos"] is None):
+    if special["eos"] is None or (right_shift_logits and special["bos"] is None):
         raise SystemExit("error: the tokenizer needs an eos token (and a bos token for right_shift_logits=True)")
     cfg.model_type = cfg.family if objective == "ar" else "a2d-" + cfg.family
     cfg.objective, cfg.block_size, cfg.right_shift_logits = objective, block_size, right_shift_logits
     cfg.context_causal = context_causal
-    cfg.mask_token_id = ids["mask"]
-    return raw, tok, ids, ckpt
+    cfg.mask_token_id = special["mask"]
+    return raw, tok, special, ckpt, getattr(torch, source.torch_dtype if final_dtype == "auto" else final_dtype)
 
 
 def load_data(tok, eos):
@@ -715,7 +745,8 @@ def global_batches(train, start):
 
 
 def lr_factor(step, total):
-    # HF's schedules (the reference's): linear warmup from 0, then cosine or linear decay to min_lr_ratio, or constant
+    # HF's schedules (the reference's): linear warmup from 0, then cosine or linear decay to min_lr_ratio, or
+    # constant. A pure function of the step, as in nanoGPT: a resume with a larger max_steps stretches the decay
     warm = warmup_steps or math.ceil(warmup_ratio * total)
     if step < warm:
         return step / warm
@@ -725,18 +756,17 @@ def lr_factor(step, total):
 
 
 def setup_training(raw, amp_dtype, total, ckpt):
-    """(model to call, optimizer, lr schedule, noise generator, step), restored from ckpt if given."""
+    """(model to call, optimizer, noise generator, step), restored from ckpt if given."""
     model = wrap(raw, amp_dtype)
     params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                             lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
     gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
-    step = restore(ckpt, raw, opt, sched, gen) if ckpt else 0
+    step = restore(ckpt, raw, opt, gen, total) if ckpt else 0
     model = torch.compile(model) if compile else model
     model.train()
-    return model, opt, sched, gen, step
+    return model, opt, gen, step
 
 
 def open_log(ckpt, step):
@@ -771,29 +801,38 @@ def resume_command():
     return shlex.join(launcher + [sys.argv[0], *args, "--resume=True"])
 
 
-def on_ctrl_c(*_):  # the first Ctrl-C: the loop finishes its step, saves it resumably and exits
-    global _interrupted
-    _interrupted = True
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one ends the process at once
-    if _rank == 0:  # os.write: a print here could land inside one the loop is making
-        os.write(2, b"\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again quits without it)\n")
+def on_stop(signum, _):
+    """The first Ctrl-C or SIGTERM (kill, timeout, docker stop, a Slurm time limit, a Kubernetes eviction): the
+    loop finishes its step, saves it resumably and exits. A second one quits at once, saying what survives."""
+    global _stop
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    if _stop:
+        if _rank == 0:  # os.write: a print here could land inside one the loop is making
+            ckpt = find_checkpoint()
+            survives = f"{ckpt} survives" if ckpt else "No checkpoint survives"
+            os.write(2, f"\n{name} again: quitting without saving. {survives}; continue with: {resume_command()}\n".encode())
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    _stop = signum
+    if _rank == 0:
+        os.write(2, f"\n{name}: finishing this step, then saving a checkpoint ({name} again quits without it)\n".encode())
 
 
-def accumulate_gradients(model, raw, batches, gen, ids, amp, progress):
+def accumulate_gradients(model, raw, batches, gen, special, amp, progress):
     """Forward and backward over gradient_accumulation_steps global micro-batches (this rank's rows of
     each) at `progress` through the run; -> (this rank's mean loss, tokens in the global batch, clipped grad norm)."""
     ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
     mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
     loss_sum, tokens = 0.0, 0
     for micro in range(gradient_accumulation_steps):
-        batch = batch_of(next(batches), ids, recipe_at(progress)[0])
+        batch = batch_of(next(batches), special, recipe_at(progress)[0])
         tokens += batch[0].numel()
         last = micro == gradient_accumulation_steps - 1
         if fsdp:  # gradients are reduced across ranks on the last micro-step only
             raw.set_requires_gradient_sync(last)
         with model.no_sync() if ddp and not last else contextlib.nullcontext():
             with amp:
-                loss = loss_of(model, batch, gen, mine, ids["mask"], loss_weight_type, loss_norm_type, progress)
+                loss = loss_of(model, batch, gen, mine, special["mask"], loss_weight_type, loss_norm_type, progress)
             (loss / gradient_accumulation_steps).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else 1e30)
@@ -801,6 +840,7 @@ def accumulate_gradients(model, raw, batches, gen, ids, amp, progress):
 
 
 def main():
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until training starts: as Ctrl-C, nothing to save
     check_options()
     setup_distributed()
     os.makedirs(output_dir, exist_ok=True)
@@ -809,24 +849,33 @@ def main():
     amp_dtype, why = default_dtype(_device) if dtype == "auto" else (getattr(torch, dtype), "--dtype")
     print0(f"dtype {str(amp_dtype).removeprefix('torch.')} ({why})")
     amp = torch.autocast(_device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else contextlib.nullcontext()
-    raw, tok, ids, ckpt = load()
-    train_rows, eval_rows = load_data(tok, ids["eos"])
+    raw, tok, special, ckpt, ship = load()
+    train_rows, eval_rows = load_data(tok, special["eos"])
     if prepare_data_only:
         return print0("prepare_data_only=True: data cached, exiting")
     R = _world * per_device_train_batch_size  # rows per global micro-batch
     total = max_steps if max_steps > 0 else \
         math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
-    model, opt, sched, gen, step = setup_training(raw, amp_dtype, total, ckpt)
+    model, opt, gen, step = setup_training(raw, amp_dtype, total, ckpt)
+    if step >= total:
+        return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps "
+                      f"to continue)")
     batches = global_batches(train_rows, step * gradient_accumulation_steps)
     log, finish_log = open_log(ckpt, step)
-    print0(f"{objective} {task}: {sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params | {_world} "
+    n_params = sum(p.numel() for p in raw.parameters())
+    # MFU (CUDA): 6 flops per parameter per token through the network, which BD3LM runs twice (x_t and x_0), as
+    # do complementary masks; attention not counted. Against one GPU's dense bf16 peak, where it is known
+    peak = next((f for k, f in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12)) if _device.type == "cuda"
+                 and k in torch.cuda.get_device_name(_device)), 0) * _world
+    flops_per_token = 6 * n_params * (2 if objective == "bd3lm" else 1) * (2 if complementary_masks else 1)
+    print0(f"{objective} {task}: {n_params / 1e6:.1f}M params | {_world} "
            f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
     if 0 < len(eval_rows) < per_device_eval_batch_size:
         print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
 
     def run_eval():
         if len(eval_rows) >= per_device_eval_batch_size:
-            loss = evaluate(model, eval_rows, ids, amp)
+            loss = evaluate(model, eval_rows, special, amp)
             print0(f"eval step {step}: loss {loss:.4f} | ppl {math.exp(min(loss, 50)):.2f}")
             log({"step": step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50))})
 
@@ -835,22 +884,24 @@ def main():
     # save_steps / eval_steps: a step count, or a fraction of the run
     save_every, eval_every = (0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
                               for x in (save_steps, eval_steps))
-    signal.signal(signal.SIGINT, on_ctrl_c)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
     loss, dt_avg, last_log = None, None, time.time()
     while step < total:
         t0 = time.time()
-        loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, ids, amp, step / total)
+        loss, tokens, gnorm = accumulate_gradients(model, raw, batches, gen, special, amp, step / total)
         bs, ratio = recipe_at(step / total)
-        # one all-reduce for the logged means and the Ctrl-C flag: a Ctrl-C on any rank stops them all
-        loss, gnorm, stopping = all_sum(loss, gnorm, _interrupted)
+        # one all-reduce for the logged means and the stop flag: a Ctrl-C or SIGTERM on any rank stops them all
+        loss, gnorm, stopping = all_sum(loss, gnorm, _stop > 0)
         loss, gnorm = loss / _world, gnorm / _world
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             raise SystemExit(f"error: non-finite loss ({loss}) or grad norm ({gnorm}) at step {step + 1}; "
                              f"stopped before the update, no checkpoint written. Newest good checkpoint: "
                              f"{find_checkpoint()}. Lower --learning_rate or check the data, then --resume=True")
-        lr = sched.get_last_lr()[0]
+        lr = learning_rate * lr_factor(step, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
         opt.step()
-        sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         dt = time.time() - t0
@@ -858,19 +909,23 @@ def main():
         if step % log_steps == 0 or step in (1, total) or time.time() - last_log > 30:  # never silent for long
             last_log, eta = time.time(), dt_avg * (total - step)
             recipe = {**({"block": bs} if block_curriculum else {}), **({"attn": ratio} if attention_anneal else {})}
-            print0(f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
-                   + "".join(f"{k} {v:g} | " for k, v in recipe.items()) +
-                   f"dt {dt * 1000:.0f}ms | tok/s {tokens / dt:,.0f} | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
+            print0(" | ".join([f"step {step}/{total}", f"loss {loss:.4f}", f"lr {lr:.2e}", f"gnorm {gnorm:.3f}",
+                               *(f"{k} {v:g}" for k, v in recipe.items()), f"dt {dt * 1000:.0f}ms",
+                               f"tok/s {tokens / dt:,.0f}", *([f"mfu {flops_per_token * tokens / dt / peak:.1%}"]
+                                                              if peak else []),
+                               f"eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m"]))
             log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt, **recipe})
         if step < total and eval_every and step % eval_every == 0:
             run_eval()
         if step < total and (stopping or save_every and step % save_every == 0):
-            save_checkpoint(f"checkpoint-{step}", step, raw, tok, opt, sched, gen, loss)
+            save_checkpoint(f"checkpoint-{step}", step, total, raw, tok, opt, gen, loss)
         if step < total and stopping:
             print0(f"interrupted at step {step}; continue with: {resume_command()}")
-            raise SystemExit(130)
+            raise SystemExit(128 + (_stop or signal.SIGTERM))
     run_eval()
-    save_checkpoint("checkpoint-final", step, raw, tok, opt, sched, gen, loss)
+    if save_final_state:
+        save_checkpoint(f"checkpoint-{step}", step, total, raw, tok, opt, gen, loss)
+    save_checkpoint("checkpoint-final", step, total, raw, tok, opt, gen, loss, ship)
     finish_log()
     if _world > 1:
         dist.destroy_process_group()
@@ -881,5 +936,5 @@ if __name__ == "__main__":
     configure(globals())
     try:
         main()
-    except KeyboardInterrupt:  # before the training loop, which saves on Ctrl-C
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the training loop, which saves on them
         raise SystemExit("\ninterrupted before training started: nothing to save")

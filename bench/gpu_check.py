@@ -79,7 +79,7 @@ def loss_fn(objective, x, mask):
     with torch.autocast(dev.type, dtype=torch.bfloat16):
         if objective == "mdlm":
             return mdlm_loss(model, x, x, xt, masked, t)
-        return bd3lm_loss(model, x, x, xt, masked, t, block_size, attn_mask=mask)
+        return bd3lm_loss(model, x, x, xt, masked, t, block_size, full_mask=mask)
 
 
 def check_flex():
@@ -94,8 +94,8 @@ def check_flex():
     dense = bd3lm_attention_mask(seq_len, block_size, dev)[None, None]
     flex = bd3lm_block_mask(seq_len, block_size, dev)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        a = bd3lm_loss(model, x, x, xt, masked, t, block_size, attn_mask=dense).item()
-        b = bd3lm_loss(model, x, x, xt, masked, t, block_size, attn_mask=flex).item()
+        a = bd3lm_loss(model, x, x, xt, masked, t, block_size, full_mask=dense).item()
+        b = bd3lm_loss(model, x, x, xt, masked, t, block_size, full_mask=flex).item()
     rel = abs(a - b) / abs(a)
     print(f"dense {a:.5f} | flex {b:.5f} | rel diff {rel:.2e} | {'OK' if rel < 2e-2 else 'MISMATCH'}")
 

@@ -56,7 +56,7 @@ def bd3lm_recompute(model, prompts, settings=None, *, generator=None, on_step=No
             kv = model.new_cache(R, hi)  # a copy of the prefix cache, every step
             kv.k.copy_(prefix.k)
             kv.v.copy_(prefix.v)
-            kv.length = prefix.length
+            kv.commit(prefix.length)
             h = model(_cfg_rows(x[:, lo:hi], given[:, lo:hi], s), attention_mask=_cfg_twice(am, s),
                       position_ids=_cfg_twice(pos, s), causal=False, cache=kv, cache_pos=lo, return_hidden=True)
             nfe += 1

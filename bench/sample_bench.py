@@ -46,10 +46,11 @@ import torch  # noqa: E402
 import sample  # noqa: E402
 from bench.reference_sampler import bd3lm_recompute  # noqa: E402
 from configurator import configure  # noqa: E402
+from data.prepare import find  # noqa: E402
 
 # -----------------------------------------------------------------------------
 model_name_or_path = os.path.join(ROOT, ".models/a2d/SmolLM2-135M")
-data_dir = os.path.join(os.path.dirname(ROOT), "shared", "data", "gsm8k")
+data_dir = ""  # GSM8K's folder; default: where data/prepare.py's find() looks
 prompt_tokens = 1000
 max_new_tokens = 256
 block_size = 32
@@ -70,8 +71,9 @@ torch.set_num_threads(threads)
 
 def fewshot_prompts(tok, n=1):
     """n prompts: the same train shots (up to ~prompt_tokens), then test questions 0..n-1."""
-    shots = [json.loads(line) for line in open(os.path.join(data_dir, "train.jsonl"))]
-    with open(os.path.join(data_dir, "test.jsonl")) as f:
+    gsm8k = data_dir or os.path.dirname(find("gsm8k/train.jsonl"))
+    shots = [json.loads(line) for line in open(os.path.join(gsm8k, "train.jsonl"))]
+    with open(os.path.join(gsm8k, "test.jsonl")) as f:
         questions = [json.loads(line)["question"] for line, _ in zip(f, range(n))]
     text = ""
     for s in shots:

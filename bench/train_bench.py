@@ -105,7 +105,7 @@ def main():
     amp = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     contenders = {
         "mdlm": (lambda: mdlm_loss(ours, x0, x0, xt, masked, t), lambda: hf_mdlm(theirs, x0, xt, masked, t)),
-        "bd3lm": (lambda: bd3lm_loss(ours, x0, x0, xt, masked, t, block_size, attn_mask=bmask),
+        "bd3lm": (lambda: bd3lm_loss(ours, x0, x0, xt, masked, t, block_size, full_mask=bmask),
                   lambda: hf_bd3lm(theirs, x0, xt, masked, t)),
     }
     print(f"device {device} | {torch.get_num_threads()} threads | autocast {dtype} | qwen3-shaped "

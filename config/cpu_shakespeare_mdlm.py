@@ -2,10 +2,11 @@
 # tiny-shakespeare file. First:
 #   python convert.py --model_name_or_path=smollm2 --output_dir=.models/a2d/SmolLM2-135M
 # then: python train.py config/cpu_shakespeare_mdlm.py
+from data.prepare import find  # in $NANOA2D_DATA, ../shared/data or data/ (python data/prepare.py fetches it)
 model_name_or_path = ".models/a2d/SmolLM2-135M"
 objective = "mdlm"
 task = "pt"
-dataset_args = "../shared/data/tinyshakespeare/input.txt"
+dataset_args = find("tinyshakespeare/input.txt")
 insert_eos = False
 max_length = 64
 max_steps = 60
@@ -15,5 +16,5 @@ per_device_train_batch_size = 4
 per_device_eval_batch_size = 8
 eval_steps = 20
 eval_iters = 4
-save_steps = 0  # checkpoint-final only
+save_steps = 0  # no periodic saves
 output_dir = "out/cpu_shakespeare_mdlm"

@@ -5,6 +5,7 @@ Where the files live, first match wins:
   --metadata data_dir=PATH       (lm-eval passes --metadata and --model_args here)
   NANOA2D_DATA=PATH              (environment)
   ../shared/data                 (next to the repo)
+  data/                          (python data/prepare.py fetches the files there, once, online)
 A relative PATH is taken relative to the repo root, never the current directory,
 so `cd elsewhere && python /path/to/eval.py ...` reads the same files.
 
@@ -19,12 +20,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def data_dir(**metadata):
-    d = metadata.get("data_dir") or os.environ.get("NANOA2D_DATA") or os.path.join("..", "shared", "data")
-    d = os.path.normpath(os.path.join(REPO, os.path.expanduser(str(d))))
-    if not os.path.isdir(d):
-        raise FileNotFoundError(f"data dir {d} does not exist; point NANOA2D_DATA (or --metadata data_dir=...) "
-                                f"at a folder holding gsm8k/{{train,test}}.jsonl and tinyshakespeare/input.txt")
-    return d
+    given = metadata.get("data_dir") or os.environ.get("NANOA2D_DATA")
+    for d in [given] if given else [os.path.join("..", "shared", "data"), "data"]:
+        d = os.path.normpath(os.path.join(REPO, os.path.expanduser(str(d))))
+        if os.path.isdir(os.path.join(d, "gsm8k")) or os.path.isdir(os.path.join(d, "tinyshakespeare")):
+            return d
+    raise FileNotFoundError(f"no data dir {'at ' + given if given else 'in ../shared/data or data/'}: fetch the files "
+                            f"once with python data/prepare.py (online), or point NANOA2D_DATA (or --metadata "
+                            f"data_dir=...) at a folder holding gsm8k/{{train,test}}.jsonl and tinyshakespeare/input.txt")
 
 
 def _read_jsonl(path):

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 MODELS = os.path.join(ROOT, ".models")
 sys.path.insert(0, ROOT)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def data_path(*parts):
-    p = os.path.join(DATA, *parts)
-    if not os.path.exists(p):
-        pytest.skip(f"shared data {p} is missing")
-    return p
+    from data.prepare import find  # $NANOA2D_DATA, ../shared/data, data/
+    try:
+        return find(os.path.join(*parts))
+    except SystemExit as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 tracebacks), and running the demo again continues from that checkpoint to the end. And the AR
 baseline's batched greedy decoder against a plain loop."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -24,13 +25,21 @@ def test_ctrl_c_in_the_demo_is_one_line_and_a_rerun_continues(tiny_dir, tmp_path
     assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
     said = [line for line in out.splitlines() + err.splitlines() if "interrupted" in line]
     assert len(said) == 1 and said[0].startswith("interrupted at step ") and "--resume=True" in said[0], said
-    ckpt = [d for d in os.listdir(tmp_path / "ar") if d.startswith("checkpoint-")]
+    ar_dir, = glob.glob(str(tmp_path / "AR-SFT-*"))  # out_dir/<arm>-<hash of its settings>
+    ckpt = [d for d in os.listdir(ar_dir) if d.startswith("checkpoint-")]
     assert len(ckpt) == 1 and ckpt[0] != "checkpoint-final"
 
     r = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from {tmp_path}/ar/{ckpt[0]}" in r.stdout, r.stdout[-3000:]
-    assert "| AR-SFT | greedy, KV cache | 1 |" in r.stdout and "| BD3LM-SFT | block 8, one token per step | 1 |" in r.stdout
+    assert f"resumed from {ar_dir}/{ckpt[0]}" in r.stdout, r.stdout[-3000:]
+    for row in ("| AR-SFT | greedy, KV cache | 1 |", "| reference | block 8, one token per step | 1 |",
+                "| recipe | block 8, one token per step | 1 |"):
+        assert row in r.stdout, r.stdout[-3000:]
+    # each SFT keeps checkpoint-final alone (no training state), and a rerun with other settings trains anew
+    assert sorted(os.listdir(ar_dir)) == ["checkpoint-final", "data", "heldout.jsonl", "metrics.jsonl"]
+    r = subprocess.run([*cmd, "--max_steps=2"], cwd=ROOT, text=True, capture_output=True, env=env, timeout=600)
+    assert r.returncode == 0 and len(glob.glob(str(tmp_path / "AR-SFT-*"))) == 2, r.stderr[-3000:]
+    assert "each SFT 2 steps x 2 rows, trained in" in r.stdout
 
 
 def test_batched_ar_greedy_matches_one_prompt_full_recompute(tiny_dir, one_thread):

@@ -337,7 +337,7 @@ def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
          "Tasks not found: nosuchtask. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: gsm8k_cot_local, "
          "gsm8k_local", False),
         (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir},max_new_tokens=4,steps=4", "--tasks",
-          "gsm8k_cot", "--limit", "1"], "Offline, use a task from tasks/ (they read ../shared/data): gsm8k_cot_local, "
+          "gsm8k_cot", "--limit", "1"], "Offline, use a task from tasks/ (local files, see data/prepare.py): gsm8k_cot_local, "
                                         "gsm8k_local", False),
     ]
     offline = {**ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -409,8 +409,9 @@ def test_task_data_paths_resolve_against_the_repo(monkeypatch, tmp_path):
     assert u.data_dir() == os.path.normpath(DATA)
     monkeypatch.setenv("NANOA2D_DATA", "../shared/data/")
     assert u.data_dir() == os.path.normpath(DATA)
+    os.makedirs(tmp_path / "gsm8k")
     assert u.data_dir(data_dir=str(tmp_path)) == str(tmp_path)  # --metadata wins over the environment
-    with pytest.raises(FileNotFoundError, match="NANOA2D_DATA"):
+    with pytest.raises(FileNotFoundError, match="python data/prepare.py"):  # the command that fetches it
         u.data_dir(data_dir="no/such/dir")
 
 
