@@ -100,6 +100,8 @@ from tqdm import tqdm  # noqa: E402
 from model import bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
 
 log = logging.getLogger("nanoa2d.eval")
+# lm-eval tells every custom_dataset task (ours in tasks/) how --metadata works, each run: not news
+logging.getLogger("lm_eval.api.task").addFilter(lambda r: "Custom kwargs can be passed" not in r.getMessage())
 
 
 def setup_distributed(device):

@@ -331,14 +331,18 @@ def test_cli_mistakes_are_one_line_each(tiny_dir, tmp_path):
          "unknown model_args ['stepz']", True),
         (["--model", "a2d_bd3lm", "--model_args=pretrained=out/no/such_dir", *gsm],
          "model directory 'out/no/such_dir' does not exist", True),
+        (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir},steps=abc", *gsm],
+         "model_args steps='abc': expected an int", True),
+        (["--model=a2d_bdlm", "--model_args", f"pretrained={tiny_dir}", *gsm],
+         "unknown --model a2d_bdlm; ours are a2d_mdlm and a2d_bd3lm", True),
         (["--model", "a2d_bd3lm", "--model_args", "pretrained=out/sft_typo", *gsm],
          "no local directory 'out/sft_typo', and fetching it from the Hugging Face Hub failed", False),
         (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir}", "--tasks", "nosuchtask"],
          "Tasks not found: nosuchtask. `python eval.py ls tasks` lists lm-eval's tasks; offline ones: gsm8k_cot_local, "
          "gsm8k_local", False),
         (["--model", "a2d_bd3lm", "--model_args", f"pretrained={tiny_dir},max_new_tokens=4,steps=4", "--tasks",
-          "gsm8k_cot", "--limit", "1"], "Offline, use a task from tasks/ (local files, see data/prepare.py): gsm8k_cot_local, "
-                                        "gsm8k_local", False),
+          "gsm8k_cot", "--limit", "1"],
+         "Offline, use a task from tasks/ (local files, see data/prepare.py): gsm8k_cot_local, gsm8k_local", False),
     ]
     offline = {**ENV, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     procs = [subprocess.Popen([sys.executable, "eval.py", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,

@@ -491,6 +491,15 @@ def test_cli_prompt_file_jsonl_and_errors(tiny_dir, tmp_path):
     assert rows[0]["prompt_ids"] == tok("one", add_special_tokens=False).input_ids
     r = run_cli("--model_name_or_path=/nonexistent/dir", "--prompt=hi")
     assert r.returncode != 0 and "does not exist" in r.stderr
+    for path in ("/nonexistent_dir/o.jsonl", str(tmp_path)):  # checked before the model loads: one line each
+        r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", f"--output={path}")
+        assert r.returncode == 1 and r.stderr.strip() == f"error: --output={path!r} must name a file in an existing " \
+            f"directory", r.stderr
+    # what sample.py adjusts, it says
+    r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--max_new_tokens=64", "--block_size=24",
+                "--steps=512", "--dtype=float32")
+    assert r.returncode == 0 and "note: --block_size=24 does not divide --max_new_tokens=64: the last block has 16 " \
+        "tokens" in r.stderr and "note: --steps=512 > --max_new_tokens=64: one token per step at most" in r.stderr
     # prompts are checked before the model is loaded (here: it could not be)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
