@@ -53,6 +53,7 @@ max_new_tokens = 48  # the longest sort answer is 47 tokens
 thresholds = [0.9, 0.7, 0.5]
 dtype = "auto"  # one dtype for training and decoding
 report = False  # print the tables of every row in out_dir/results.jsonl and draw the plots, then exit
+retime = False  # decode rows already in results.jsonl again (alone on the machine, for the speed table): newest wins
 plot_dir = "out/recipe"  # where report=True draws its plots; docs/ to refresh the README's
 # -----------------------------------------------------------------------------
 
@@ -130,14 +131,18 @@ def key(r):  # what a table line stands for
     return r["recipe"], r["seed"], r["steps"], r["lr"], r["data"]
 
 
+def newest(results):
+    """One result per line and decoding: the line's newest run (an edited config/a2d_recipe.py trains a new
+    one) and of it the newest decode (retime=True decodes again)."""
+    last_run = {key(r): r["run"] for r in results}
+    return list({key(r) + (r["decoding"],): r for r in results if r["run"] == last_run[key(r)]}.values())
+
+
 def tables(results):
     """Markdown: one line per trained row (accuracy at each decoding, tokens per forward), then the speeds."""
     by_row = {}
-    for r in results:  # a line's newest run wins (an edited config/a2d_recipe.py trains a new one)
-        rs = by_row.setdefault(key(r), [])
-        if rs and rs[0]["run"] != r["run"]:
-            rs.clear()
-        rs.append(r)
+    for r in newest(results):
+        by_row.setdefault(key(r), []).append(r)
     head = ["| row | seed | steps | lr | data | held-out loss | step-1 loss | exact: one/step | 0.9 | 0.7 | 0.5 | "
             "block 1 | tokens/fwd at 0.9 / 0.7 / 0.5 |", "|" + "---|" * 13]
     speed = ["| row | seed | steps | data | decoding | exact | tokens / forward | ms / forward | tokens/s | vs AR-SFT |",
@@ -152,7 +157,7 @@ def tables(results):
                     + " | ".join(map(ex, th)) + f" | {ex('block 1 (as AR)')} | "
                     + " / ".join(f"{at[d]['tok_per_fwd']:.2f}" for d in th if d in at) + " |")
         # against the best-tuned AR-SFT of the same seed, budget and task
-        ar = max((a for a in results if a["recipe"] == "AR-SFT" and (a["seed"], a["steps"], a["data"]) ==
+        ar = max((a for a in newest(results) if a["recipe"] == "AR-SFT" and (a["seed"], a["steps"], a["data"]) ==
                   (k[1], k[2], k[4])), key=lambda a: a["exact"], default=None)
         for r in rs:
             vs = f"{r['tps'] / ar['tps']:.2f}x" if ar else "–"
@@ -162,24 +167,35 @@ def tables(results):
 
 
 def draw(results, path):
-    """The budget curve: exact match (one token per step; AR greedy) against SFT steps, per row."""
+    """Left: exact match against tokens/s at batch 1 (one token per step, then the thresholds) at `steps`.
+    Right: the budget curve, exact match (one token per step; AR greedy) against SFT steps."""
     try:
         import matplotlib
     except ImportError:
         return print(f"notice: no plot ({path}): pip install matplotlib, then rerun with --report=True")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name in ("AR-SFT", "reference", "recipe"):
-        pts = sorted((r["steps"], r["exact"]) for r in results if r["recipe"] == name and r["data"] == data
-                     and r["seed"] == seed and r["decoding"] in ("greedy, KV cache", f"block {BLOCK}, one token per step"))
+    fig, (speed, budget) = plt.subplots(1, 2, figsize=(12, 4.2))
+    mine = [r for r in newest(results) if (r["data"], r["seed"], r["lr"]) == (data, seed, lr)
+            and "block 1" not in r["decoding"]]
+    for name, style in (("AR-SFT", "*"), ("reference", "s-"), ("recipe", "o-")):
+        rs = [r for r in mine if r["recipe"] == name]
+        pts = sorted((r["tps"], r["exact"]) for r in rs if r["steps"] == steps)
         if pts:
-            ax.plot(*zip(*pts), "-o", label=name)
-    ax.set(xscale="log", xlabel="SFT steps (8 chats each)", ylabel="exact match", title=f"{data}, SmolLM2-135M")
-    ax.set_xticks([80, 160, 320, 640], ["80", "160", "320", "640"])
-    ax.grid(alpha=0.3)
-    ax.legend()
+            speed.plot(*zip(*pts), style, markersize=12 if name == "AR-SFT" else 6, label=name)
+        one = sorted((r["steps"], r["exact"]) for r in rs if r["decoding"].endswith(("KV cache", "one token per step")))
+        if one:
+            budget.plot(*zip(*one), style.replace("*", "*-"), label=name)
+    speed.set(xlabel="answer tokens / s, batch 1 (one token per step, then thresholds 0.9 / 0.7 / 0.5)",
+              ylabel="exact match", title=f"{data}, SmolLM2-135M, {steps} SFT steps x 8")
+    budget.set(xscale="log", xlabel="SFT steps of 8 chats", ylabel="exact match (one token per step; AR greedy)",
+               title="the budget each needs")
+    budget.set_xticks([80, 160, 320, 640], ["80", "160", "320", "640"])
+    for ax in (speed, budget):
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
 
@@ -190,7 +206,7 @@ def main():
     if report:
         for t in tables(done):
             print(t + "\n")
-        return draw(done, os.path.join(plot_dir, "recipe_budget.png"))
+        return draw(done, os.path.join(plot_dir, "recipe.png"))
     all_rows = recipes()
     todo = [n.strip() for n in rows.split(",") if n.strip()] or [n for n in all_rows if " -" not in n]
     if unknown := [n for n in todo if n not in all_rows]:
@@ -202,7 +218,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     for name in todo:
         run_dir = os.path.basename(sft_command(*flags_of(name, str(one)[6:])[1])[1])
-        if any(r["run"] == run_dir for r in done):
+        if not retime and any(r["run"] == run_dir for r in done):
             continue
         print(f"\n== {name} (seed {seed}, {steps} steps, lr {lr:g}, {data})", flush=True)
         new = train_and_score(name, dev, one)
