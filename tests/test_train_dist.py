@@ -83,5 +83,5 @@ def test_fsdp_two_processes_match_one_and_checkpoint_loads(tiny_dir, single):
     init = Model.from_pretrained(tiny_dir, dtype=torch.float32).state_dict()
     got = weights(tmp / "fsdp")
     assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in init.items()}
-    state = torch.load(tmp / "fsdp" / "checkpoint-final" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp / "fsdp" / f"checkpoint-{STEPS}" / "trainer_state.pt", weights_only=False)  # resumable
     assert state["step"] == STEPS and len(state["rng"]) == 2 and len(state["optimizer"]["state"]) > 0
