@@ -7,10 +7,9 @@ on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP 
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by
-Model.from_pretrained and transformers; the newest also holds the training state for an exact
-resume (resume=True). Ctrl-C saves one and prints the command that continues. Option names
-follow the dLLM reference where it has one.
+Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by Model.from_pretrained
+and transformers; the newest also holds the training state for an exact resume (resume=True). Ctrl-C saves one
+and prints the command that continues. Option names follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -226,8 +225,7 @@ def synthetic_rows(kind, n_train, n_test):
 
 def read_file(fn):  # .txt: one document; .jsonl/.json: a row per line (or a json list); .parquet: rows
     if fn.endswith(".txt"):
-        with open(fn, encoding="utf-8") as f:
-            yield {text_field: f.read()}
+        yield {text_field: open(fn, encoding="utf-8").read()}
     elif fn.endswith((".jsonl", ".json")):
         with open(fn, encoding="utf-8") as f:
             first = f.read(1)
@@ -332,9 +330,8 @@ def cache_key(*parts):
     stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
     h = hashlib.sha256(repr((parts, stats)).encode())
     for fn in ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json"):
-        if os.path.exists(os.path.join(model_name_or_path, fn)):
-            with open(os.path.join(model_name_or_path, fn), "rb") as f:
-                h.update(f.read())
+        if os.path.exists(path := os.path.join(model_name_or_path, fn)):
+            h.update(open(path, "rb").read())
     return h.hexdigest()[:16]
 
 
@@ -669,9 +666,8 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
 # the run
 
 def load():
-    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the model is the newest complete
-    checkpoint's exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what
-    samplers read back."""
+    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the newest complete checkpoint's
+    exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what samplers read back."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
         stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
         for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
