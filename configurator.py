@@ -16,12 +16,6 @@ TRUE_WORDS = {"true", "1", "yes", "y", "on"}  # what a bool option reads as True
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
 
-def _keys(g):
-    # the options: plain values at the top of the script (ALL_CAPS names are constants, often imported)
-    return {k: v for k, v in g.items() if not k.startswith("_") and not k.isupper()
-            and isinstance(v, (int, float, str, bool, list, tuple, dict, type(None)))}
-
-
 def _unknown(key, known, where):
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean --{close[0]}?" if close else ""
@@ -31,8 +25,7 @@ def _unknown(key, known, where):
 def _comments(path):
     """{key: the comment after `key = value`} at the script's top level and in its class bodies (sample.Settings)."""
     try:
-        with open(path) as f:
-            src = f.read()
+        src = open(path).read()
     except (OSError, TypeError):  # TypeError: no __file__ (an interactive session)
         return {}
     tree, lines, out = ast.parse(src), src.splitlines(), {}
@@ -82,8 +75,7 @@ def parse_value(key, raw, default):
 def _config_file(path, keys):
     """Run a python config file; return the options it assigned (anything else it assigned is an error)."""
     try:
-        with open(path) as f:
-            src = f.read()
+        src = open(path).read()
     except OSError as e:
         raise SystemExit(f"error: cannot read config file {path!r}: {e.strerror}. Options are given as --key=value.")
     scope = {}
@@ -99,7 +91,9 @@ def _config_file(path, keys):
 def configure(g, argv=None):
     """Override the globals dict `g` in place from config files and flags; return the overrides."""
     argv = sys.argv[1:] if argv is None else argv
-    keys = _keys(g)
+    # the options: plain values at the top of the script (ALL_CAPS names are constants, often imported)
+    keys = {k: v for k, v in g.items() if not k.startswith("_") and not k.isupper()
+            and isinstance(v, (int, float, str, bool, list, tuple, dict, type(None)))}
     if "-h" in argv or "--help" in argv:
         print((g.get("__doc__") or "").strip())
         print("\noptions (--key=value or --key value; python config files as bare arguments):")

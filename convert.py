@@ -94,13 +94,11 @@ def add_mask_token(config, sd, tok):
     if mid < rows:
         print(f"mask token {mask_token!r} -> id {mid} (fits in the existing {rows} embedding rows)")
     else:
-        new_rows = mid + 1
         print(f"mask token {mask_token!r} -> id {mid}: no spare embedding row, resizing vocab "
-              f"{rows} -> {new_rows}; new rows start at the mean embedding")
+              f"{rows} -> {mid + 1}; new rows start at the mean embedding")
         for k in ["model.embed_tokens.weight"] + ([] if config.tie_word_embeddings else ["lm_head.weight"]):
-            w = sd[k]
-            sd[k] = torch.cat([w, w.mean(0, keepdim=True).expand(new_rows - rows, -1)])
-        config.vocab_size = new_rows
+            sd[k] = torch.cat([sd[k], sd[k].mean(0, keepdim=True).expand(mid + 1 - rows, -1)])  # (mid + 1, hidden)
+        config.vocab_size = mid + 1
     config.mask_token_id = mid
 
 

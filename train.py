@@ -7,10 +7,9 @@ on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP 
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by
-Model.from_pretrained and transformers; the newest also holds the training state for an exact
-resume (resume=True). Ctrl-C saves one and prints the command that continues. Option names
-follow the dLLM reference where it has one.
+Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by Model.from_pretrained
+and transformers; the newest also holds the training state for an exact resume (resume=True). Ctrl-C saves one
+and prints the command that continues. Option names follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -133,8 +132,6 @@ _CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=
 
 
 def check_options():  # before any heavy work; each error says what to do
-    positive = ("max_length", "block_size", "per_device_train_batch_size", "per_device_eval_batch_size",
-                "gradient_accumulation_steps", "log_steps")
     synthetic = [n for n, _ in parse_dataset_args(dataset_args) if n.startswith("synthetic:")]
     # another run's results: a fresh run would overwrite some and leave the rest for --resume to pick up
     previous = sorted(f for f in os.listdir(output_dir) if f == "metrics.jsonl" or re.match(r"(tmp-)?checkpoint-", f)) \
@@ -144,7 +141,8 @@ def check_options():  # before any heavy work; each error says what to do
           for k, allowed in _CHOICES.items()),
         (not model_name_or_path, "--model_name_or_path is required: an HF-format directory "
                                  "(convert.py --model_name_or_path=smollm2 --output_dir=DIR makes one)"),
-        *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in positive),
+        *((globals()[k] < 1, f"--{k}={globals()[k]} must be >= 1") for k in ("max_length", "block_size",
+          "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "log_steps")),
         (objective == "bd3lm" and block_size > 0 and max_length % block_size,
          f"bd3lm needs max_length ({max_length}) to be a multiple of block_size ({block_size})"),
         (not 0 < time_epsilon < 1, f"--time_epsilon={time_epsilon} must be in (0, 1)"),
@@ -191,10 +189,9 @@ def parse_dataset_args(spec):  # -> [(name, {k: v})]
     for part in filter(None, (p.strip() for p in spec.split("+"))):
         name, _, inner = part.partition("[")
         items = [s.strip() for s in inner.rstrip("]").split(",") if s.strip()]
-        for item in items:
-            if ":" not in item:
-                raise SystemExit(f"error: dataset_args entry {item!r} in {part!r} must be key:value, "
-                                 f"e.g. tatsu-lab/alpaca[train:5000] or opc-sft-stage1[lang:python]")
+        if bad := [s for s in items if ":" not in s]:
+            raise SystemExit(f"error: dataset_args entry {bad[0]!r} in {part!r} must be key:value, "
+                             f"e.g. tatsu-lab/alpaca[train:5000] or opc-sft-stage1[lang:python]")
         out.append((name.strip(), {k.strip(): v.strip() for k, v in (s.split(":", 1) for s in items)}))
     if not out:
         raise SystemExit("error: --dataset_args is empty")
@@ -228,8 +225,7 @@ def synthetic_rows(kind, n_train, n_test):
 
 def read_file(fn):  # .txt: one document; .jsonl/.json: a row per line (or a json list); .parquet: rows
     if fn.endswith(".txt"):
-        with open(fn, encoding="utf-8") as f:
-            yield {text_field: f.read()}
+        yield {text_field: open(fn, encoding="utf-8").read()}
     elif fn.endswith((".jsonl", ".json")):
         with open(fn, encoding="utf-8") as f:
             first = f.read(1)
@@ -334,18 +330,16 @@ def cache_key(*parts):
     stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
     h = hashlib.sha256(repr((parts, stats)).encode())
     for fn in ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json"):
-        if os.path.exists(os.path.join(model_name_or_path, fn)):
-            with open(os.path.join(model_name_or_path, fn), "rb") as f:
-                h.update(f.read())
+        if os.path.exists(path := os.path.join(model_name_or_path, fn)):
+            h.update(open(path, "rb").read())
     return h.hexdigest()[:16]
 
 
 def token_stream(rows, encode, eos):  # documents -> the token ids of their text_field (EOS appended when insert_eos)
     rows = iter(rows)
     while batch := list(itertools.islice(rows, 512)):
-        for row in batch:
-            if text_field not in row:
-                raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(row)}); set --text_field")
+        if bad := [row for row in batch if text_field not in row]:
+            raise SystemExit(f"error: rows have no field {text_field!r} (fields: {sorted(bad[0])}); set --text_field")
         texts = [row[text_field] for row in batch]
         yield from (ids + [eos] if insert_eos and (not ids or ids[-1] != eos) else ids for ids in encode(texts))
 
@@ -662,8 +656,7 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
     gen.set_state(rng["noise"])
     if rng["cuda"] is not None and _device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"])
-    with open(os.path.join(ckpt, "trainer_state.json")) as f:
-        planned = json.load(f).get("total", total)
+    planned = json.load(open(os.path.join(ckpt, "trainer_state.json"))).get("total", total)
     print0(f"resumed from {ckpt} at step {state['step']}" + (f"; the run was planned for {planned} steps, now "
            f"{total}: the learning rate follows the {total}-step schedule from here" if planned != total else ""))
     return state["step"]
@@ -673,9 +666,8 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
 # the run
 
 def load():
-    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the model is the newest complete
-    checkpoint's exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what
-    samplers read back."""
+    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the newest complete checkpoint's
+    exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what samplers read back."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
         stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
         for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
@@ -704,8 +696,7 @@ def load():
         raise SystemExit("error: the tokenizer needs an eos token (and a bos token for right_shift_logits=True)")
     cfg.model_type = cfg.family if objective == "ar" else "a2d-" + cfg.family
     cfg.objective, cfg.block_size, cfg.right_shift_logits = objective, block_size, right_shift_logits
-    cfg.context_causal = context_causal
-    cfg.mask_token_id = special["mask"]
+    cfg.context_causal, cfg.mask_token_id = context_causal, special["mask"]
     return raw, tok, special, ckpt, getattr(torch, source.torch_dtype if final_dtype == "auto" else final_dtype)
 
 
@@ -753,20 +744,6 @@ def lr_factor(step, total):
     p = min(1.0, (step - warm) / max(1, total - warm))
     decay = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "linear": 1 - p, "constant": 1.0}[lr_scheduler_type]
     return min_lr_ratio + (1 - min_lr_ratio) * decay
-
-
-def setup_training(raw, amp_dtype, total, ckpt):
-    """(model to call, optimizer, noise generator, step), restored from ckpt if given."""
-    model = wrap(raw, amp_dtype)
-    params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
-    gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
-    step = restore(ckpt, raw, opt, gen, total) if ckpt else 0
-    model = torch.compile(model) if compile else model
-    model.train()
-    return model, opt, gen, step
 
 
 def open_log(ckpt, step):
@@ -856,10 +833,17 @@ def main():
     R = _world * per_device_train_batch_size  # rows per global micro-batch
     total = max_steps if max_steps > 0 else \
         math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
-    model, opt, gen, step = setup_training(raw, amp_dtype, total, ckpt)
+    model = wrap(raw, amp_dtype)
+    params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=learning_rate, betas=(adam_beta1, adam_beta2), eps=adam_epsilon)
+    gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
+    step = restore(ckpt, raw, opt, gen, total) if ckpt else 0
     if step >= total:
         return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps "
                       f"to continue)")
+    model = (torch.compile(model) if compile else model).train()
     batches = global_batches(train_rows, step * gradient_accumulation_steps)
     log, finish_log = open_log(ckpt, step)
     n_params = sum(p.numel() for p in raw.parameters())
@@ -909,11 +893,10 @@ def main():
         if step % log_steps == 0 or step in (1, total) or time.time() - last_log > 30:  # never silent for long
             last_log, eta = time.time(), dt_avg * (total - step)
             recipe = {**({"block": bs} if block_curriculum else {}), **({"attn": ratio} if attention_anneal else {})}
+            mfu = [f"mfu {flops_per_token * tokens / dt / peak:.1%}"] if peak else []
             print0(" | ".join([f"step {step}/{total}", f"loss {loss:.4f}", f"lr {lr:.2e}", f"gnorm {gnorm:.3f}",
                                *(f"{k} {v:g}" for k, v in recipe.items()), f"dt {dt * 1000:.0f}ms",
-                               f"tok/s {tokens / dt:,.0f}", *([f"mfu {flops_per_token * tokens / dt / peak:.1%}"]
-                                                              if peak else []),
-                               f"eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m"]))
+                               f"tok/s {tokens / dt:,.0f}", *mfu, f"eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m"]))
             log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "dt": dt, "tok_per_s": tokens / dt, **recipe})
         if step < total and eval_every and step % eval_every == 0:
             run_eval()
