@@ -75,10 +75,9 @@ class Config:
         if d.get("model_type") not in MODEL_TYPES:
             raise ValueError(f"unsupported model_type {d.get('model_type')!r}; supported: {', '.join(MODEL_TYPES)}")
         rp = dict(d.pop("rope_parameters", None) or {})  # transformers 5 nests the rope base and scaling here
-        if rp:
-            d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
-            if rp.get("rope_type", "default") != "default":
-                d.setdefault("rope_scaling", rp)
+        d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
+        if rp.get("rope_type", "default") != "default":
+            d.setdefault("rope_scaling", rp)
         if rs := d.get("rope_scaling"):
             rs = dict(rs)
             rs["rope_type"] = rs.pop("type", None) or rs.get("rope_type", "default")
