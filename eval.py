@@ -19,6 +19,7 @@ order or number of processes: LLaDA's for MDLM, the training forward's at antith
 """
 
 import ast
+import itertools
 import json
 import logging
 import os
@@ -51,20 +52,19 @@ def parse_arg(key, value, default):
 
 
 def check_model_args(kwargs):
-    """Raise ValueError for --model_args that cannot work, before lm-eval is imported."""
+    """--model_args -> their values, parsed; ValueError for those that cannot work, before lm-eval is imported."""
     if "method" in kwargs:
         raise ValueError("method is fixed by the model name; use --model a2d_mdlm or --model a2d_bd3lm")
-    unknown = sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS) - set(IGNORED_ARGS))
-    if unknown:
+    if unknown := sorted(set(kwargs) - set(EVAL_ARGS) - set(SAMPLER_ARGS) - set(IGNORED_ARGS)):
         raise ValueError(f"unknown model_args {unknown}; valid: {', '.join(sorted({**EVAL_ARGS, **SAMPLER_ARGS}))}")
-    for k, v in kwargs.items():
-        if k not in IGNORED_ARGS:
-            parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k)))
+    parsed = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()
+              if k not in IGNORED_ARGS}
     path = str(kwargs.get("pretrained") or "")
     if not path:
         raise ValueError("model_args needs pretrained=DIR (an A2D checkpoint, e.g. from convert.py or train.py)")
     if not os.path.isdir(path) and not could_be_hub_id(path):
         raise ValueError(f"model directory {path!r} does not exist (pretrained= takes a checkpoint dir or a hub id)")
+    return parsed
 
 
 def precheck(argv):
@@ -126,12 +126,10 @@ class A2DLM(LM):
 
     def __init__(self, batch_size=1, device=None, **kwargs):
         super().__init__()
-        check_model_args(kwargs)
+        self.user_args = check_model_args(kwargs)
         if not str(batch_size).isdigit() or int(batch_size) < 1:
             raise ValueError(f"batch_size must be a number >= 1 (it is the Monte Carlo batch too), got {batch_size!r}")
         self.batch_size = int(batch_size)
-        self.user_args = {k: parse_arg(k, v, EVAL_ARGS.get(k, SAMPLER_ARGS.get(k))) for k, v in kwargs.items()
-                          if k not in IGNORED_ARGS}
         e = {k: self.user_args.get(k, default) for k, default in EVAL_ARGS.items()}
         self.mc_num, self.seed, self.is_check_greedy = e["mc_num"], e["seed"], e["is_check_greedy"]
         self._rank, self._world_size, self._device = setup_distributed(device)
@@ -252,11 +250,8 @@ class A2DLM(LM):
             todo.append((i, ids, s, [until] if isinstance(until, str) else list(until)))
         # one batch = one set of sampler settings; longest prompts first so a batch pads little
         todo.sort(key=lambda r: (json.dumps(r[2], sort_keys=True, default=str), -len(r[1])))
-        batches = []
-        for r in todo:
-            if not batches or len(batches[-1]) == self.batch_size or batches[-1][0][2] != r[2]:
-                batches.append([])
-            batches[-1].append(r)
+        groups = [list(g) for _, g in itertools.groupby(todo, key=lambda r: r[2])]
+        batches = [g[i:i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
         out = [None] * len(requests)
         for batch in tqdm(batches, desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
             # seeded whatever the temperature: remasking=random and stochastic_transfer draw too

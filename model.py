@@ -75,10 +75,9 @@ class Config:
         if d.get("model_type") not in MODEL_TYPES:
             raise ValueError(f"unsupported model_type {d.get('model_type')!r}; supported: {', '.join(MODEL_TYPES)}")
         rp = dict(d.pop("rope_parameters", None) or {})  # transformers 5 nests the rope base and scaling here
-        if rp:
-            d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
-            if rp.get("rope_type", "default") != "default":
-                d.setdefault("rope_scaling", rp)
+        d.setdefault("rope_theta", rp.pop("rope_theta", cls.rope_theta))
+        if rp.get("rope_type", "default") != "default":
+            d.setdefault("rope_scaling", rp)
         if rs := d.get("rope_scaling"):
             rs = dict(rs)
             rs["rope_type"] = rs.pop("type", None) or rs.get("rope_type", "default")
@@ -89,8 +88,7 @@ class Config:
             raise ValueError("use_sliding_window=True is not supported; set it to false in config.json")
         if d.get("mlp_bias"):
             raise ValueError("mlp_bias=True is not supported")
-        if d.get("head_dim") is None:
-            d["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
+        d["head_dim"] = d.get("head_dim") or d["hidden_size"] // d["num_attention_heads"]
         d.setdefault("num_key_value_heads", d["num_attention_heads"])
         if "dtype" in d and "torch_dtype" not in d:  # transformers 5 renamed it
             d["torch_dtype"] = d.pop("dtype")
@@ -402,12 +400,11 @@ class Model(nn.Module):
         if self.config.tie_word_embeddings:
             sd.pop("lm_head.weight")  # transformers re-ties it on load
         self.config.torch_dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
-        nbytes = lambda t: t.numel() * t.element_size()
         shards, size = [{}], 0
         for k in sorted(sd):
-            if shards[-1] and size + nbytes(sd[k]) > max_shard_bytes:
+            if shards[-1] and size + sd[k].nbytes > max_shard_bytes:
                 shards, size = shards + [{}], 0
-            shards[-1][k], size = sd[k], size + nbytes(sd[k])
+            shards[-1][k], size = sd[k], size + sd[k].nbytes
         for fn in os.listdir(out_dir):  # stale shards from an earlier save would confuse loaders
             if fn.startswith("model") and fn.endswith((".safetensors", ".index.json")):
                 os.remove(os.path.join(out_dir, fn))
@@ -417,7 +414,7 @@ class Model(nn.Module):
             save_file(shard, os.path.join(out_dir, fn), metadata={"format": "pt"})
             umask_mode(os.path.join(out_dir, fn))  # safetensors writes 0600: others could not read the checkpoint
         if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(map(nbytes, sd.values()))},
+            index = {"metadata": {"total_size": sum(t.nbytes for t in sd.values())},
                      "weight_map": {k: fn for fn, shard in zip(names, shards) for k in shard}}
             with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
                 json.dump(index, f, indent=2)
@@ -706,9 +703,8 @@ def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=N
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
                weight_type="scheduler", norm_type="token", right_shift_logits=False, full_mask=None,
                context_causal=False, ar_weight=0.0):
-    """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per
-    token (B, L). attention_mask: a key-padding mask (B, L) or None; full_mask: the whole (2L, 2L) mask, ready
-    made (benchmarks).
+    """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per token
+    (B, L). attention_mask: a key-padding mask (B, L) or None; full_mask (benchmarks): the whole (2L, 2L) mask.
     ar_weight > 0 (needs context_causal, where the clean stream is a causal LM): plus that times the
     next-token CE of the clean rows, as ar_loss scores them, from the same forward."""
     assert context_causal or not ar_weight, "the AR loss needs context_causal: a block-causal row sees its target"

@@ -139,9 +139,8 @@ def load(model_name_or_path, dtype=None, device=None):
         raise ValueError(f"{path} defines no eos token (tokenizer eos_token or config.json eos_token_id)")
     return model, tok, dict(method=c.objective if c.objective in ("mdlm", "bd3lm") else "bd3lm",
                             block_size=c.block_size or 32, right_shift_logits=bool(c.right_shift_logits),
-                            context_causal=bool(c.context_causal),
-                            mask_token_id=ids["mask"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
-                            bos_token_id=ids["bos"])
+                            context_causal=bool(c.context_causal), mask_token_id=ids["mask"],
+                            eos_token_id=ids["eos"], pad_token_id=ids["pad"], bos_token_id=ids["bos"])
 
 
 # -----------------------------------------------------------------------------
@@ -188,32 +187,12 @@ def _counts(n_masked, steps, s, generator):
     return transfer_schedule(n_masked, steps, s.stochastic_transfer, generator).T
 
 
-def propose(logits, temperature, remasking, begin_suppress_tokens=None, generator=None):
-    """logits (B, W, V) -> proposed tokens (B, W) and their confidence (B, W)."""
-    if temperature > 0:
-        # Gumbel-max in float64 (low precision Gumbel hurts generation, arXiv:2409.02908)
-        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        x0 = (logits.double().exp() / (-torch.log(u)) ** temperature).argmax(-1)
-    else:
-        x0 = logits.argmax(-1)
-    if begin_suppress_tokens:
-        # as in the reference: applied after the proposal, so it only lowers the confidence
-        logits = logits.clone()
-        logits[..., begin_suppress_tokens] = -torch.inf
-    if remasking == "low_confidence":
-        conf = F.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)
-    else:  # random
-        conf = torch.rand(x0.shape, device=x0.device, generator=generator)
-    return x0, conf
-
-
 def select(conf, k=None, threshold=None, factor=None):
     """conf (B, W), -inf where a position may not change -> bool (B, W): commit now.
 
-    Schedule: the k[j] most confident. threshold: every candidate with conf >= threshold.
-    factor: the top n, for the largest n with (n+1)(1 - conf_n) <= factor (conf_n the
-    n-th best; the left side grows with n, so this is a prefix of the ranking).
-    threshold / factor commit at least the single best candidate."""
+    Schedule: the k[j] most confident. threshold: every candidate with conf >= threshold. factor: the top
+    n, for the largest n with (n+1)(1 - conf_n) <= factor (conf_n the n-th best; the left side grows with
+    n, so this is a prefix of the ranking). threshold / factor commit at least the single best candidate."""
     B, W = conf.shape
     cand = conf > -torch.inf
     take = torch.zeros_like(cand)
@@ -231,14 +210,24 @@ def select(conf, k=None, threshold=None, factor=None):
 
 
 def _unmask(region, logits, cols, cand, k, step, s, generator):
-    """One denoising decision, the same in both samplers: commit proposals into region (B, W) in
-    place. logits (B, n, V) are those of its columns cols (n,); cand (B, W): the masks that may be
-    committed now; k: this step's counts from _counts; step: the steps before this one."""
+    """One denoising decision, the same in both samplers: a proposal and its confidence for each column
+    cols (n,) from its logits (B, n, V), the chosen committed into region (B, W) in place. cand (B, W): the
+    masks that may be committed now; k: this step's counts from _counts; step: the steps before this one."""
     # never propose <|mask|> itself: committed, it would stay a hole forever (and with a
     # threshold, loop forever). The reference allows it; a trained model never picks it.
     banned = [s.mask_token_id, *(s.suppress_tokens or []), *(s.eos if step < s.eos_suppress_steps else [])]
     logits[..., banned] = -torch.inf
-    x0, conf = propose(logits, s.temperature, s.remasking, s.begin_suppress_tokens, generator)
+    if s.temperature > 0:  # Gumbel-max in float64 (low precision Gumbel hurts generation, arXiv:2409.02908)
+        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        x0 = (logits.double().exp() / (-torch.log(u)) ** s.temperature).argmax(-1)  # (B, n)
+    else:
+        x0 = logits.argmax(-1)
+    if s.begin_suppress_tokens:  # as in the reference: after the proposal, so it only lowers the confidence
+        logits[..., s.begin_suppress_tokens] = -torch.inf
+    if s.remasking == "low_confidence":
+        conf = F.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, n)
+    else:  # random
+        conf = torch.rand(x0.shape, device=x0.device, generator=generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
     conf_full = torch.full(cand.shape, -torch.inf, dtype=conf.dtype, device=conf.device)
     conf_full[:, cols] = conf
@@ -435,10 +424,10 @@ def _bd3lm_canvas(prompts, s, dev):
 
 
 def _block_causal(valid, a, hi, block_size, causal_below=0):
-    """Queries [a, hi) against keys [0, hi) -> attention mask (B, 1, hi - a, hi) and position ids
-    (B, hi - a). A query sees its own block and the blocks before it; one below causal_below (a final
-    token, under context_causal) only the keys up to itself. Padding is no key and takes no position,
-    so a row attends and counts as if it had none."""
+    """Queries [a, hi) against keys [0, hi) -> attention mask (B, 1, hi - a, hi) and position ids (B, hi - a).
+    A query sees its own block and the blocks before it; one below causal_below (a final token, under
+    context_causal) only the keys up to itself. Padding is no key and takes no position, so a row attends
+    and counts as if it had none."""
     v = valid[:, :hi]
     q, k = torch.arange(a, hi, device=v.device)[:, None], torch.arange(hi, device=v.device)
     am = (q // block_size >= k // block_size) & ((q >= causal_below) | (k <= q))  # (hi - a, hi)
