@@ -193,18 +193,29 @@ def test_generate_until_order_until_and_max_gen_toks(tiny_dir):
 # the estimators
 
 
-def block_causal_logits(model, seq, block_size):
-    # a plain forward where a token sees its own block and earlier ones: (L, V)
-    blk = torch.arange(len(seq)) // block_size
-    mask = (blk[:, None] >= blk[None, :])[None, None]
-    return model(seq[None], attention_mask=mask, causal=False)[0]
+def block_causal_logits(model, seq, block_size, context_causal=False):
+    # a plain forward where a token sees its own block and earlier ones: (L, V). context_causal: all but the
+    # last block (the clean past) attend causally
+    blk, i = torch.arange(len(seq)) // block_size, torch.arange(len(seq))
+    mask = blk[:, None] >= blk[None, :]
+    if context_causal:
+        mask &= (blk[:, None] == blk[-1]) | (i[:, None] >= i[None, :])
+    return model(seq[None], attention_mask=mask[None, None], causal=False)[0]
 
 
-def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir):
+@pytest.mark.parametrize("context_causal", [False, True])
+def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir, tmp_path, context_causal):
     """With the draw fixed, loglikelihood = mean over rows of -sum_{masked} CE / p_mask, where
-    block b's logits come from the clean blocks before it followed by its own noisy copy."""
-    bs = 4
-    lm = ev.A2DBD3LM(pretrained=tiny_dir, dtype="float32", batch_size=2, mc_num=2, block_size=bs)
+    block b's logits come from the clean blocks before it followed by its own noisy copy. A context_causal,
+    right-shifted checkpoint (config.json) is scored so: a causal clean past, token i from row i - 1."""
+    bs, ckpt = 4, tiny_dir
+    if context_causal:
+        ckpt = tmp_path / "cc"
+        shutil.copytree(tiny_dir, ckpt)
+        cfg = json.loads((ckpt / "config.json").read_text())
+        (ckpt / "config.json").write_text(json.dumps({**cfg, "context_causal": True, "right_shift_logits": True}))
+    lm = ev.A2DBD3LM(pretrained=str(ckpt), dtype="float32", batch_size=2, mc_num=2, block_size=bs)
+    assert lm.sampler["context_causal"] == lm.sampler["right_shift_logits"] == context_causal
     ctx, cont = "The quick brown", " fox jumps over the lazy dog, and then the dog wakes up and chases the fox home"
     c, x = lm.encode_pair(ctx, cont)
     P, L = len(c), len(c) + len(x)
@@ -223,8 +234,9 @@ def test_bd3lm_loglikelihood_equals_hand_computation(tiny_dir):
             nll = 0.0
             for b in sorted({i // bs for i in m}):
                 seq = torch.cat([x0[:b * bs], xt[row, b * bs:(b + 1) * bs]])
-                logp = block_causal_logits(lm.model, seq, bs).log_softmax(-1)
-                nll -= sum(logp[i, x0[i]].item() for i in m if i // bs == b) / p_mask[row].item()
+                logp = block_causal_logits(lm.model, seq, bs, context_causal).log_softmax(-1)
+                shift = int(context_causal)  # the row before: for a block's first token the clean past's last
+                nll -= sum(logp[i - shift, x0[i]].item() for i in m if i // bs == b) / p_mask[row].item()
             rows.append(nll)
     assert got == pytest.approx(-sum(rows) / 2, abs=1e-4)
 
