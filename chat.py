@@ -4,8 +4,7 @@ Chat with an A2D diffusion LM and watch the answer denoise.
     python chat.py --model_name_or_path=DIR                         # multi-turn, with the chat template
     python chat.py --model_name_or_path=DIR --chat_template=False   # raw continuation; Enter alone: from scratch
 
-On a terminal the answer is drawn live, masks as placeholders that fill in step by step; through
-a pipe only the answers are printed, so that other programs can drive the script.
+On a terminal the answer is drawn live, its masks filling in step by step; a pipe gets only the answers (for scripts).
 
 commands:
   /reset            forget the conversation
@@ -38,8 +37,7 @@ globals().update(SETTINGS, stop_at_eos=True)  # method, block_size, the token id
 
 
 def render(tok, ids, mask_token_id, eos_token_id, placeholder="░"):
-    """One canvas row -> text: masks as placeholders, nothing from the first EOS on. Runs of tokens
-    are decoded together, so that a character made of several tokens comes out whole."""
+    """One canvas row -> text: masks as placeholders, cut at the first EOS; runs decoded together (whole characters)."""
     eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
     runs = itertools.groupby(trim(ids, eos), key=lambda t: t == mask_token_id)
     return "".join(placeholder * len(list(run)) if masked else tok.decode(list(run), skip_special_tokens=True)
@@ -107,12 +105,10 @@ def main(given):
         raise SystemExit(1)
     if chat_template and not tok.chat_template:
         raise SystemExit("error: this tokenizer has no chat template; pass --chat_template=False")
-    tty = sys.stdout.isatty()
-    info = sys.stdout if tty else sys.stderr  # on a pipe, stdout carries answers only
+    info = sys.stdout if (tty := sys.stdout.isatty()) else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty() and importlib.util.find_spec("readline"):  # not on every platform
         import readline  # noqa: F401  (line editing and history for input())
-    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
-    messages = []
+    gen, messages = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed), []
     print(f"{model_name_or_path}: {s.method}, block {s.block_size}, {str(model.lm_head.weight.dtype)[6:]},",
           "chat." if chat_template else "raw continuation (Enter alone: from scratch).", "/help for commands.", file=info)
     while True:
@@ -137,9 +133,8 @@ def main(given):
             if live:
                 show("░" * s.max_new_tokens)  # the blank canvas, before the first step
             out = generate(model, [ids], s, generator=gen, on_step=on_step)
-        except (ValueError, KeyboardInterrupt) as e:  # Ctrl-C: this answer stops, the conversation stays
-            stopped = "\n" * live + "(answer stopped)"  # live: after the frame, which may end mid-line
-            print(stopped if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
+        except (ValueError, KeyboardInterrupt) as e:  # Ctrl-C ends this answer only ("\n": a frame may end mid-line)
+            print("\n" * live + "(answer stopped)" if isinstance(e, KeyboardInterrupt) else f"error: {e}", file=info)
             continue
         n, text = len(out.sequences[0]), tok.decode(out.sequences[0], skip_special_tokens=True)
         show(text)

@@ -1,7 +1,6 @@
 r"""
-Evaluate A2D diffusion LMs with lm-evaluation-harness (lm-eval 0.4.13): this registers the models
-a2d_mdlm and a2d_bd3lm and hands the command line to lm-eval's CLI, so every lm-eval flag works; the
-offline tasks in tasks/ are included unless you pass --include_path (then copy them there).
+Evaluate A2D diffusion LMs with lm-evaluation-harness 0.4.13: registers the models a2d_mdlm and a2d_bd3lm and runs
+lm-eval's CLI (every flag works), with the offline tasks in tasks/ unless you pass --include_path (copy them there).
 
     python eval.py --model a2d_mdlm --tasks gsm8k_cot --apply_chat_template --num_fewshot 0 \
         --model_args "pretrained=DIR,max_new_tokens=256,steps=256,block_size=256,cfg_scale=0.0"
@@ -11,11 +10,10 @@ offline tasks in tasks/ are included unless you pass --include_path (then copy t
         --model_args "pretrained=DIR,mc_num=32" --batch_size 8 --limit 50     # offline, tasks/
     bash eval.sh DIR bd3lm                                               # the reference's suite
 
---model_args: pretrained=DIR, dtype (default bf16 on CUDA and on CPUs with native bf16, else fp32),
-max_length (the context budget), mc_num (Monte Carlo draws per likelihood), is_check_greedy, seed
-and every sample.Settings field (lists as [1;2]); max_new_tokens and steps default to the task's
-max_gen_toks. Likelihoods are Monte Carlo ELBOs seeded per request, so they repeat whatever the batch
-order or number of processes: LLaDA's for MDLM, the training forward's at antithetic t for BD3LM.
+--model_args: pretrained=DIR, dtype (default: bf16 where native, else fp32), max_length (the context budget), mc_num
+(Monte Carlo draws per likelihood), is_check_greedy, seed and every sample.Settings field (lists as [1;2]);
+max_new_tokens and steps default to the task's max_gen_toks. Likelihoods are Monte Carlo ELBOs seeded per request, so
+any batch order or process count gives the same: LLaDA's for MDLM, the training loss's at antithetic t for BD3LM.
 """
 
 import ast
@@ -28,21 +26,20 @@ import textwrap
 
 import sample  # torch with it (~2 s); lm-eval's own imports come after the argument checks (~18 s)
 from configurator import parse_value
-from model import could_be_hub_id
+from model import (bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, could_be_hub_id, forward_mask, logit_rows, mdlm_loss,
+                   sample_t)
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 LOCAL_TASKS = ", ".join(sorted(f[:-5] for f in os.listdir(TASKS_DIR) if f.endswith("_local.yaml")))  # need no Hub
 
-# --model_args: sample.Settings' fields (the method is the model's name), then eval's own
-SAMPLER_ARGS = dict({k: v for k, v in sample.SETTINGS.items() if k != "method"},
+SAMPLER_ARGS = dict({k: v for k, v in sample.SETTINGS.items() if k != "method"},  # the method is the model's name
                     stop_at_eos=True)  # not the sampler's default: the same answers (cut at EOS), fewer steps
 EVAL_ARGS = dict(pretrained="", dtype="", max_length=2048, mc_num=128, is_check_greedy=False, seed=1234)
 IGNORED_ARGS = ("trust_remote_code", "max_batch_size")  # lm-eval may pass these; they mean nothing here
 
 
 def parse_arg(key, value, default):
-    """A --model_args value (lm-eval has already turned '1' into 1, 'true' into True) -> the type of default.
-    A None default (token ids, thresholds, token lists) takes a python literal, lists written [1;2]."""
+    """A --model_args value (maybe typed by lm-eval) -> default's type; a None default: any literal, lists as [1;2]."""
     raw = str(value)
     try:
         return ast.literal_eval(raw.replace(";", ",")) if default is None else parse_value(key, raw, default)
@@ -97,16 +94,13 @@ from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from model import bd3lm_forward, bd3lm_logit_rows, bd3lm_loss, forward_mask, logit_rows, mdlm_loss, sample_t  # noqa: E402
-
 log = logging.getLogger("nanoa2d.eval")
 # lm-eval tells every custom_dataset task (ours in tasks/) how --metadata works, each run: not news
 logging.getLogger("lm_eval.api.task").addFilter(lambda r: "Custom kwargs can be passed" not in r.getMessage())
 
 
 def setup_distributed(device):
-    """RANK / WORLD_SIZE / LOCAL_RANK from torchrun or accelerate launch -> (rank, world, device). Every rank
-    holds the whole model and gets a shard of the requests; the process group only carries lm-eval's gathers."""
+    """RANK, WORLD_SIZE, LOCAL_RANK (torchrun, accelerate) -> (rank, world, device); each rank runs a request shard."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device(device or "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():  # lm-eval's CLI asks for cuda by default
@@ -116,7 +110,7 @@ def setup_distributed(device):
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")  # only lm-eval's gathers
     return rank, world, device
 
 
@@ -141,9 +135,8 @@ class A2DLM(LM):
         self.max_length = min(e["max_length"], cfg.max_position_embeddings)
         if cfg.objective in ("mdlm", "bd3lm") and cfg.objective != self.METHOD:
             log.warning(f"{e['pretrained']} was trained as {cfg.objective}, evaluated here as {self.METHOD}")
-        # sampler settings: --model_args > the checkpoint's config > the reference's eval defaults
         defaults["block_size"] = cfg.block_size or (128 if self.METHOD == "mdlm" else 32)  # not load()'s 32
-        merged = {**SAMPLER_ARGS, **defaults, **self.user_args}
+        merged = {**SAMPLER_ARGS, **defaults, **self.user_args}  # model_args > checkpoint > reference defaults
         self.sampler = {k: v for k, v in merged.items() if k in SAMPLER_ARGS and v is not None}
         try:
             settings = sample.Settings(method=self.METHOD, **self.sampler).check()
@@ -165,8 +158,7 @@ class A2DLM(LM):
             log.warning(msg)
 
     def all_gather(self, tensor):
-        # lm-eval (0.4.12+) syncs ranks through all_gather, gather_object and barrier; it sends a
-        # 0-d count per rank and indexes the result by rank: stack scalars
+        # lm-eval 0.4.12+ syncs ranks with these three; it gathers a 0-d count per rank, indexed by rank: stack scalars
         if self.world_size == 1:
             return tensor[None] if tensor.ndim == 0 else tensor
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
@@ -203,13 +195,11 @@ class A2DLM(LM):
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kw)
 
     def encode(self, text):
-        bos = self.tokenizer.bos_token
-        # a chat template may already have written BOS (Llama 3): do not add a second one
+        bos = self.tokenizer.bos_token  # a chat template may have written BOS already (Llama 3): no second one
         return self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
     def encode_pair(self, context, continuation):
-        """Trailing context spaces belong to the continuation (' 42', not ' ' + '42'), which is what the joint
-        encoding adds after the context's. An empty context ([] or [BOS]) is fine: a diffusion LM needs none."""
+        """Trailing context spaces go to the continuation (' 42', not ' ' + '42'); diffusion needs no context."""
         stripped = context.rstrip()
         context, continuation = stripped, context[len(stripped):] + continuation
         ctx, whole = self.encode(context), self.encode(context + continuation)
@@ -225,8 +215,7 @@ class A2DLM(LM):
         kept, cont = (ctx + cont)[-self.max_length:], cont[-self.max_length:]
         return kept[:len(kept) - len(cont)], cont
 
-    def gen_settings(self, gen_kwargs):
-        """The sampler keywords for one request: model_args, else the task's generation_kwargs."""
+    def gen_settings(self, gen_kwargs):  # the sampler keywords for one request
         s, n = dict(self.sampler), gen_kwargs.get("max_gen_toks", gen_kwargs.get("max_new_tokens"))
         if n is not None and "max_new_tokens" not in self.user_args:
             s["max_new_tokens"] = int(n)
@@ -254,8 +243,7 @@ class A2DLM(LM):
         batches = [g[i:i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
         out = [None] * len(requests)
         for batch in tqdm(batches, desc=f"generating ({self.METHOD})", disable=disable_tqdm or self.rank > 0):
-            # seeded whatever the temperature: remasking=random and stochastic_transfer draw too
-            g = torch.Generator(self._device).manual_seed(self.seed)
+            g = torch.Generator(self._device).manual_seed(self.seed)  # at temperature 0 too: remasking=random draws
             res = sample.generate(self.model, [r[1] for r in batch], method=self.METHOD, generator=g, **batch[0][2])
             for (i, _, _, until), seq in zip(batch, res.sequences):
                 text = self.tokenizer.decode(sample.trim(seq, self.eos), skip_special_tokens=True)
@@ -266,25 +254,21 @@ class A2DLM(LM):
         return out
 
     def draw(self, x0, P, g):
-        """One Monte Carlo batch of noisy copies of x0 (B, L) -> (x_t (B, L), p_mask (B, 1)); only the
-        continuation x0[:, P:] is ever masked."""
+        """One Monte Carlo batch: x0 (B, L) -> x_t (B, L), p_mask (B, 1); only the continuation x0[:, P:] is masked."""
         B, T = x0.shape[0], x0.shape[1] - P
         if self.METHOD == "mdlm":
-            # LLaDA: a random start k, then B evenly spaced mask counts in [1, T]
-            k = float(torch.randint(1, T + 1, (), generator=g))
+            k = float(torch.randint(1, T + 1, (), generator=g))  # LLaDA: from k, B evenly spaced counts in [1, T]
             counts = (torch.round(torch.linspace(k, k + (B - 1) * T / B, B)).long() - 1) % T + 1  # (B,)
             order = torch.rand(B, T, generator=g).argsort(-1)  # a random permutation per row
             masked = torch.cat([torch.zeros(B, P, dtype=torch.bool), order < counts[:, None]], 1)
             return torch.where(masked, self.mask_id, x0), (counts / T)[:, None]
-        # BD3LM: training's q(x_t | x_0) at antithetic t; p_mask = 1 - alpha(t) = t
         t = sample_t(B, antithetic=True, generator=g)
-        labels = x0.masked_fill(torch.arange(x0.shape[1]) < P, -100)  # the context is never masked
+        labels = x0.masked_fill(torch.arange(x0.shape[1]) < P, -100)
         xt, _ = forward_mask(x0, labels, t, self.mask_id, generator=g)
-        return xt, t[:, None]
+        return xt, t[:, None]  # BD3LM: training's q(x_t | x_0) at antithetic t; p_mask = 1 - alpha(t) = t
 
     def score(self, xt, x0, P, p_mask):
-        """-(sum over rows of CE of the masked continuation tokens / p_mask): B ELBO draws, summed. That is
-        the training loss with w = 1/p_mask (1/t for BD3LM's linear schedule): model.py's mdlm_loss / bd3lm_loss."""
+        """B ELBO draws, summed: -(masked continuation tokens' CE / p_mask), the training loss with w = 1/p_mask."""
         xt, x0, p_mask = xt.to(self._device), x0.to(self._device), p_mask.to(self._device)
         masked = xt == self.mask_id
         masked[:, :P] = False  # the context may hold the mask token's text
@@ -321,8 +305,7 @@ class A2DLM(LM):
         blocks = idx // bs
         rows = logit_rows(idx, shift) if self.METHOD == "mdlm" else bd3lm_logit_rows(idx, P + T, bs, shift)
         for _ in range(T):
-            # MDLM: bidirectional over x_t. BD3LM: x_t ⊕ x_0 under the block-diffusion mask; while every
-            # committed token matches cont, x_0 = ctx + cont is the clean past BD3LM sees
+            # BD3LM: while every committed token matches cont, x_0 = ctx + cont is the clean past it sees
             logits = (self.model(xt, causal=False, logits_slice=rows) if self.METHOD == "mdlm"
                       else bd3lm_forward(self.model, xt, x0, bs, logits_slice=rows,
                                          context_causal=self.sampler["context_causal"]))
@@ -345,8 +328,7 @@ class A2DLM(LM):
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
-        """The ELBO of a whole text: disjoint windows of max_length tokens, each given the token before it
-        (the first one given BOS, or EOS when there is none), summed."""
+        """The summed ELBOs of disjoint max_length windows, each given the token before (the first: BOS, else EOS)."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
         prefix = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos[0]
         out = []

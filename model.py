@@ -57,8 +57,7 @@ class Config:
     block_size: int | None = None
     right_shift_logits: bool = False
     context_causal: bool = False  # bd3lm: the clean context attends causally (train.py's option)
-    # everything else config.json holds, kept so a save -> load round trip loses nothing
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict = field(default_factory=dict, repr=False)  # the rest of config.json: save -> load loses nothing
 
     @property
     def family(self):
@@ -159,10 +158,9 @@ def apply_rope(x, cos, sin):
 
 
 class KVCache:
-    """A static, preallocated cache: keys and values (L, B, Hkv, max_len, D). `length` counts the
-    final positions. A forward with the cache writes its chunk's K/V at [pos, pos+T) (pos defaults
-    to `length`) and attends to [0, max(length, pos+T)). Only commit() moves `length` (a forward with
-    append=True commits its chunk), so a denoising step can look at itself without committing, no copies."""
+    """A static, preallocated cache: keys and values (L, B, Hkv, max_len, D), positions [0, `length`) final. A forward
+    writes its chunk's K/V at [pos, pos+T) (pos defaults to `length`) and attends to [0, max(length, pos+T)). Only
+    commit() moves `length` (so does a forward with append=True): a denoising step sees itself without committing."""
 
     def __init__(self, config, batch_size, max_len, dtype, device):
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
@@ -170,15 +168,13 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length, self.max_len = 0, max_len
 
-    def update(self, layer, pos, k, v):
-        """Write one layer's chunk k, v (B, Hkv, T, D) at [pos, pos+T) -> the keys and values it attends to."""
+    def update(self, layer, pos, k, v):  # k, v (B, Hkv, T, D)
         T = k.shape[2]
         self.k[layer, :, :, pos:pos + T], self.v[layer, :, :, pos:pos + T] = k, v
         n = max(self.length, pos + T)
         return self.k[layer, :, :, :n], self.v[layer, :, :, :n]
 
     def commit(self, length):
-        """Positions [0, length) are final: every later chunk attends to them."""
         self.length = length
 
 
@@ -253,8 +249,7 @@ class Model(nn.Module):
     def __init__(self, config, causal=None):
         super().__init__()
         self.config = config
-        # the mask flag: AR checkpoints attend causally, A2D checkpoints bidirectionally
-        self.causal = (not config.is_a2d) if causal is None else causal
+        self.causal = (not config.is_a2d) if causal is None else causal  # AR: causal, A2D: bidirectional
         self.model = nn.ModuleDict(dict(  # the `model.` prefix of HF tensor names
             embed_tokens=nn.Embedding(config.vocab_size, config.hidden_size),
             layers=nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers)),
@@ -287,12 +282,11 @@ class Model(nn.Module):
                 cache=None, cache_pos=None, append=False, logits_slice=None, return_hidden=False):
         """input_ids (B, T) -> logits (B, T, V), or the final hidden states with return_hidden.
 
-        attention_mask: a key-padding mask (B, Tk), 1 = real token; a bool mask (B or 1, 1, T, Tk),
-          True = may attend; or a flex_attention BlockMask. Tk: T, or the cache's visible length.
-        position_ids (B, T): by default real tokens count from 0 under a key-padding mask (padding
-          never shifts positions), else pos + arange(T). cache / cache_pos / append: see KVCache.
-        causal overrides the model's flag for this call. logits_slice: the LM head runs on
-          x[:, logits_slice] only, or on the rows x[b, i] of a tuple (b, i) -> logits (N, V)."""
+        attention_mask: a key-padding mask (B, Tk), 1 = real token; a bool mask (B or 1, 1, T, Tk), True = may
+          attend; or a flex_attention BlockMask. Tk: T, or the cache's visible length. position_ids (B, T): by
+          default real tokens count from 0 under a key-padding mask (padding never shifts positions), else
+          pos + arange(T). cache / cache_pos / append: see KVCache. causal overrides the model's flag for this call.
+        logits_slice: the LM head runs on x[:, logits_slice] only, or on rows x[b, i] of a tuple (b, i) -> (N, V)."""
         B, T = input_ids.shape
         causal = self.causal if causal is None else causal
         pos = 0 if cache is None else (cache.length if cache_pos is None else cache_pos)
@@ -317,8 +311,7 @@ class Model(nn.Module):
             cm = torch.arange(kv_len, device=dev) <= (pos + torch.arange(T, device=dev))[:, None]  # (T, kv_len)
             mask = cm[None, None] if mask is None else mask & cm
         if isinstance(mask, torch.Tensor):
-            # a query that may attend to nothing (a padded row) would give NaN; let it see
-            # everything instead: its output is garbage but finite, and nobody reads it
+            # a query with no key (a padded row) would give NaN: it sees every key, finite garbage nobody reads
             mask = mask | ~mask.any(-1, keepdim=True)
 
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
@@ -336,8 +329,7 @@ class Model(nn.Module):
     # load / save (HF directory layout)
 
     @staticmethod
-    def config_of(path):
-        """The Config of an HF directory (or hub id)."""
+    def config_of(path):  # the Config of an HF directory or hub id
         fn = os.path.join(resolve_model_dir(path), "config.json")
         with open(fn) as f:
             try:
@@ -347,20 +339,17 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None, causal=None):
-        """Load an HF directory (or hub id): config.json + model.safetensors or a sharded index.
-        Strict: a missing, unexpected or misshapen tensor is an error that names it."""
+        """Load an HF directory or hub id, strictly: a missing, unexpected or misshapen tensor is an error naming it."""
         from safetensors import SafetensorError, safe_open
         path = resolve_model_dir(path)
         config = cls.config_of(path)
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
-            with open(index) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
+            files = sorted(set(json.load(open(index))["weight_map"].values()))
         elif os.path.exists(os.path.join(path, "model.safetensors")):
             files = ["model.safetensors"]
         else:
             raise FileNotFoundError(f"{path} has no model.safetensors or model.safetensors.index.json")
-
         with torch.device("meta"):  # no memory until the real tensors arrive
             model = cls(config, causal=causal)
         expected = model.state_dict()
@@ -444,10 +433,9 @@ def resolve_model_dir(path):
 
 
 def special_ids(config, tok):
-    """The special token ids every stage uses, resolved here once: {"eos": every id that ends an
-    answer (the tokenizer's EOS first), "pad", "bos", "mask"}. convert.py writes them into
-    config.json; for a checkpoint made elsewhere the tokenizer's fill in, and a chat template's turn
-    end (<|im_end|>, <|eot_id|>), which may differ from its eos_token, ends an answer too."""
+    """The special token ids every stage uses, resolved once: {"eos": every id that ends an answer (the tokenizer's EOS
+    first), "pad", "bos", "mask"}. convert.py writes them into config.json, else the tokenizer's fill in; a chat
+    template's turn end (<|im_end|>, <|eot_id|>), which may differ from its eos_token, ends an answer too."""
     listed = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     eos = [tok.eos_token_id, *listed]
     for t in ("<|im_end|>", "<|eot_id|>"):
@@ -467,9 +455,8 @@ def umask_mode(path):
 
 
 def default_dtype(device, cpuinfo="/proc/cpuinfo"):
-    """(dtype, reason): the compute dtype that is fast on this machine. bf16 on CUDA and on CPUs
-    that compute it natively (AMX, AVX512-BF16); fp32 elsewhere, where bf16 matmuls are emulated:
-    on an AVX2-only CPU a bf16 train step is ~20x slower than an fp32 one."""
+    """(dtype, reason): bf16 on CUDA and on CPUs that compute it natively (AMX, AVX512-BF16), else fp32: there bf16
+    matmuls are emulated, and on an AVX2-only CPU a bf16 train step is ~20x slower than an fp32 one."""
     if torch.device(device).type == "cuda":
         return torch.bfloat16, "CUDA"
     try:
@@ -488,11 +475,9 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
 
 # -----------------------------------------------------------------------------
 # diffusion math: noise schedule, forward masking, the BD3LM mask, losses
-#
-# Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced
-# by <|mask|> otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO is
-#     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)),
-# which for the linear schedule alpha = 1 - t is w(t) = 1/t.
+# Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced by <|mask|>
+# otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO (w(t) = 1/t for linear alpha = 1 - t) is
+#     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)).
 
 SCHEDULES = ("linear", "cosine")
 
@@ -526,8 +511,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
 
 
 def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
-    """q(x_t | x_0): mask every scored position (label != -100) with prob 1 - alpha(t).
-    t is (B,) or (B, L) (per-block times broadcast to tokens). Returns (x_t, masked)."""
+    """q(x_t | x_0): mask scored tokens (label != -100) with prob 1 - alpha(t), t (B,) or (B, L) -> (x_t, masked)."""
     p_mask = (1 - alpha(t, schedule)).reshape(len(t), -1)  # (B, 1) or (B, L)
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     masked = (u < p_mask) & (labels != -100)
@@ -539,8 +523,7 @@ def bd3lm_allowed(q, k, L, block_size, context_causal=False):
     Index i < L is x_t position i, index L + i is x_0 position i. The union of:
       x_t -> x_t of the same block         (a noisy block sees itself),
       x_t -> x_0 of strictly earlier blocks (a noisy block is conditioned on the clean past),
-      x_0 -> x_0 of same or earlier blocks  (block-causal clean stream), or under context_causal of
-                                            the same or earlier positions (a causal LM, as the AR parent).
+      x_0 -> x_0 of same or earlier blocks  (block-causal clean stream; context_causal: causal, as the AR parent).
     One rule for the dense mask and flex's mask_mod (q, k: broadcastable index tensors)."""
     q_x0, k_x0 = q >= L, k >= L
     q_i, k_i = torch.where(q_x0, q - L, q), torch.where(k_x0, k - L, k)
@@ -571,10 +554,9 @@ def _bd3lm_base_mask(L, block_size, device, flex, context_causal):
 
 
 def bd3lm_mask(L, block_size, device, keep=None, context_causal=False):
-    """The mask bd3lm_loss attends with. keep (B, L), False = padding, hides the padded keys of both
-    halves, so a partly padded last block never sees padding. On CUDA, unpadded rows of L >= 256 get
-    the flex BlockMask; the rest the dense bool mask (1 or B, 1, 2L, 2L), a few MB at most (and flex's
-    short-query kernel has failed to compile on an H200 for 2L <= 128)."""
+    """The mask bd3lm_loss attends with; keep (B, L), False = padding, hides the padded keys of both halves. On CUDA,
+    unpadded rows of L >= 256 get the flex BlockMask, the rest the dense bool mask (1 or B, 1, 2L, 2L), a few MB at
+    most (flex's short-query kernel has failed to compile on an H200 for 2L <= 128)."""
     device = torch.device(device)
     flex = device.type == "cuda" and keep is None and L >= 256
     base = _bd3lm_base_mask(L, block_size, device, flex, context_causal)
@@ -590,9 +572,8 @@ def causal_annealed_mask(L, ratio, keep=None, generator=None, device="cpu"):
 
 
 def complementary_pair(input_ids, labels, xt, masked, t, mask_token_id):
-    """Fast-dLLM v2's complementary masks: every row twice, the copy masking exactly the scored tokens
-    the first left clean, so each scored token is trained once per step. Under the linear schedule the
-    copy is a draw at time 1 - t. -> (input_ids, labels, x_t, masked, t), each with 2B rows."""
+    """Fast-dLLM v2's complementary masks: each row twice, the copy masking exactly the scored tokens the first left
+    clean (each trained once a step; linear: a draw at 1 - t) -> (input_ids, labels, x_t, masked, t), 2B rows."""
     other = (labels != -100) & ~masked
     return (input_ids.repeat(2, 1), labels.repeat(2, 1), torch.cat([xt, torch.where(other, mask_token_id, input_ids)]),
             torch.cat([masked, other]), torch.cat([t, 1 - t]))
@@ -600,17 +581,14 @@ def complementary_pair(input_ids, labels, xt, masked, t, mask_token_id):
 
 def collate(rows, special, objective, max_length, block_size=32, sft=False, mask_prompt_loss=True,
             right_shift_logits=False, mdlm_pad_loss=True):
-    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) (-100 = unscored) and a key-padding
-    mask (B, T), None when every key is real. special: the "pad", "eos" and "bos" token ids. The padding
-    follows the reference's collators, objective by objective:
-      MDLM SFT (mdlm_pad_loss): pad tokens, attended *and scored*: a sampler answers on a fixed canvas
-        of masks, and the model can end a short answer there only if it learned to fill the rest of
-        the canvas with padding after its end of turn.
+    """Rows of (token ids, prompt_len) -> input_ids, labels (B, T) (-100 = unscored) and a key-padding mask (B, T),
+    None when every key is real. special: the "pad", "eos" and "bos" ids. Padding as in the reference's collators:
+      MDLM SFT (mdlm_pad_loss): pad tokens, attended *and scored*: a sampler answers on a fixed canvas of masks, and
+        the model can end a short answer there only if it learned to fill the rest with padding after its end of turn.
       BD3LM SFT: EOS, scored, up to a block multiple; the batch padding after it fills whole blocks.
-      otherwise: unscored padding behind the key-padding mask (for BD3LM only when a block is part
-        padding: whole padding blocks are invisible already, and the shared (flex) mask stays).
-    right_shift_logits: logit i predicts token i+1, so a BOS column goes in front of the first token
-    (unless no row scores its first token)."""
+      otherwise: unscored padding behind the key-padding mask (for BD3LM only when a block is part padding: whole
+        padding blocks are invisible already, and the shared (flex) mask stays).
+    right_shift_logits: logit i predicts token i+1, so a BOS column goes first (unless no row scores token 0)."""
     seqs = []
     for x, plen in rows:
         x = torch.as_tensor(x[:max_length].copy(), dtype=torch.long)  # a list or array; a memmap is read-only
@@ -623,11 +601,9 @@ def collate(rows, special, objective, max_length, block_size=32, sft=False, mask
     B, T = len(seqs), max(len(x) for x, _ in seqs)
     scored_pad = sft and objective == "mdlm" and mdlm_pad_loss
     x, y = torch.full((B, T), special["pad"]), torch.full((B, T), special["pad"] if scored_pad else -100)
-    keep = torch.zeros(B, T, dtype=torch.bool)
+    keep = torch.full((B, T), scored_pad)  # scored padding is attended too
     for i, (xi, yi) in enumerate(seqs):
         x[i, :len(xi)], y[i, :len(yi)], keep[i, :len(xi)] = xi, yi, True
-    if scored_pad:
-        keep[:] = True
     if right_shift_logits and not (y[:, 0] == -100).all():
         col = lambda v: torch.full((B, 1), v)
         x, y, keep = torch.cat([col(special["bos"]), x], 1), torch.cat([col(-100), y], 1), torch.cat([col(True), keep], 1)
@@ -638,8 +614,7 @@ def collate(rows, special, objective, max_length, block_size=32, sft=False, mask
 
 
 def logit_rows(i, right_shift_logits=False):
-    # the row whose logit predicts token i: i itself, or under Dream-style right shift the row
-    # before it (row 0 predicts itself); the one place the shift is written
+    # the row whose logit predicts token i: i, or under Dream-style right shift i - 1 (row 0 predicts itself)
     return (i - 1).clamp(min=0) if right_shift_logits else i
 
 
@@ -657,9 +632,8 @@ def normalize_loss(token_loss, labels, norm_type="token"):
 
 
 def _token_ce(logits, targets, b, i):
-    # logits (N, V) of the scored tokens (b, i) -> their CE in fp32, in a zero (B, L) grid like targets.
-    # The losses run the LM head on those rows alone (logits_slice): that spares the head and the fp32
-    # log-softmax on every unscored position, about half of them under diffusion
+    # logits (N, V) of the scored tokens (b, i) -> their fp32 CE in a zero (B, L) grid like targets. Only those rows
+    # reach the LM head (logits_slice): no head or fp32 log-softmax on unscored positions (~half under diffusion)
     ce = F.cross_entropy(logits.float(), targets[b, i], reduction="none")
     return torch.zeros(targets.shape, dtype=ce.dtype, device=ce.device).index_put((b, i), ce)
 
@@ -672,17 +646,15 @@ def _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, n
 
 def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, schedule="linear",
               weight_type="scheduler", norm_type="token", right_shift_logits=False):
-    """MDLM loss of a noisy batch (xt, masked) at times t (B,): a bidirectional forward on x_t,
-    CE on the masked tokens weighted by w(t), normalised."""
+    """MDLM loss at times t (B,): CE of x_t's masked tokens under bidirectional attention, times w(t), normalised."""
     b, i = masked.nonzero(as_tuple=True)
     logits = model(xt, attention_mask=attention_mask, causal=False, logits_slice=(b, logit_rows(i, right_shift_logits)))
     return _diffusion_loss(logits, input_ids, labels, b, i, t, schedule, weight_type, norm_type)
 
 
 def bd3lm_logit_rows(i, L, block_size, right_shift_logits=False):
-    """The row of the x_t ⊕ x_0 forward whose logit predicts x_t token i: i itself, or under right shift
-    the row before it, which for a block's first token is the clean stream's (the sampler reads that one:
-    the noisy row before it belongs to another block)."""
+    """The x_t ⊕ x_0 forward's row whose logit predicts x_t token i: i, or under right shift the row before it, for a
+    block's first token the clean stream's (as the sampler reads it: the noisy row before belongs to another block)."""
     if not right_shift_logits:
         return i
     return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True))
@@ -703,10 +675,9 @@ def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=N
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",
                weight_type="scheduler", norm_type="token", right_shift_logits=False, full_mask=None,
                context_causal=False, ar_weight=0.0):
-    """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per token
-    (B, L). attention_mask: a key-padding mask (B, L) or None; full_mask (benchmarks): the whole (2L, 2L) mask.
-    ar_weight > 0 (needs context_causal, where the clean stream is a causal LM): plus that times the
-    next-token CE of the clean rows, as ar_loss scores them, from the same forward."""
+    """BD3LM loss: one bd3lm_forward, scored on the masked rows of the x_t half only. t is (B,) or per token (B, L).
+    attention_mask: a key-padding mask (B, L) or None; full_mask (benchmarks): the whole (2L, 2L) mask. ar_weight > 0:
+    plus that times the clean rows' next-token CE (as ar_loss scores it) from the same forward."""
     assert context_causal or not ar_weight, "the AR loss needs context_causal: a block-causal row sees its target"
     L = xt.shape[1]
     b, i = masked.nonzero(as_tuple=True)
@@ -723,8 +694,7 @@ def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_ma
 
 
 def ar_loss(model, input_ids, labels, attention_mask=None, norm_type="token"):
-    """Next-token CE under causal attention: logit i predicts token i+1, scored where
-    labels[:, i+1] != -100, normalised over the targets labels[:, 1:]."""
+    """Next-token CE under causal attention: logit i predicts token i+1, scored where labels[:, i+1] != -100."""
     tgt = labels[:, 1:]
     b, i = (tgt != -100).nonzero(as_tuple=True)
     logits = model(input_ids, attention_mask=attention_mask, causal=True, logits_slice=(b, i))

@@ -5,14 +5,11 @@ Sample from an A2D diffusion LM.
     python sample.py --model_name_or_path=DIR --prompt_file=prompts.jsonl --output=out.jsonl --batch_size=8
     echo "What is 7 * 6?" | python sample.py --model_name_or_path=DIR --method=mdlm --threshold=0.9
 
-The answer starts as masks and is denoised block by block, left to right: each step proposes a
-token for every mask of the block and commits the most confident. MDLM: every step sees the whole
-canvas, with bidirectional attention (LLaDA style). BD3LM: a block sees itself and the blocks
-before it (block-causal), so a finished block never changes and its K/V can be cached exactly.
-
-At temperature 0 both give the tokens of dLLM's MDLMSampler / BD3LMSampler. Ours: BD3LM's
-incremental KV cache (the reference re-runs the prefix every block: bench/reference_sampler.py),
-Fast-dLLM's approximate prefix / dual caches for MDLM, and threshold / factor parallel decoding.
+The answer starts as masks and is denoised block by block, left to right: each step proposes a token for every mask
+of the block and commits the most confident. MDLM (LLaDA style) attends to the whole canvas; BD3LM block-causally, so a
+finished block never changes and its K/V are cached exactly. At temperature 0 both give the tokens of dLLM's
+MDLMSampler / BD3LMSampler. Ours: BD3LM's incremental KV cache (the reference, like bench/reference_sampler.py, re-runs
+the prefix every block), Fast-dLLM's approximate prefix / dual caches for MDLM, threshold / factor parallel decoding.
 """
 
 import itertools
@@ -46,8 +43,7 @@ max_length = 0  # context limit for prompt + answer; 0: the model's max_position
 
 @dataclass
 class Settings:
-    """Every sampler setting, named, typed, defaulted and explained once. generate() takes them as
-    keywords; they are sample.py's and chat.py's options, chat's /set keys and eval's model_args."""
+    """The sampler settings: generate()'s keywords, sample.py / chat.py options, chat's /set keys, eval's model_args."""
     method: str = "bd3lm"  # mdlm | bd3lm (load() gives the checkpoint's objective)
     max_new_tokens: int = 128
     steps: int = 128  # denoising steps in all, split evenly over the blocks
@@ -67,8 +63,7 @@ class Settings:
     right_shift_logits: bool = False  # Dream-style: the logit at i predicts token i+1
     context_causal: bool = False  # bd3lm: final tokens attend causally, as a context_causal checkpoint trained
     exclude_pad_tokens: bool = False  # bd3lm: every pad-id token is padding (the reference's rule)
-    # the checkpoint's token ids (load() reads them)
-    mask_token_id: int | None = None
+    mask_token_id: int | None = None  # the checkpoint's, as are the ids below (load() reads them)
     eos_token_id: int | list | None = None  # an int or a list: any of them ends an answer
     pad_token_id: int | None = None  # bd3lm's left padding (default: the first EOS)
     bos_token_id: int | None = None  # stands in for an empty prompt under right shift
@@ -115,9 +110,8 @@ globals().update(SETTINGS, stop_at_eos=True)  # the options; on the command line
 
 
 def load(model_name_or_path, dtype=None, device=None):
-    """A checkpoint dir (or hub id) -> (model, tokenizer, defaults): the sampler keywords the
-    checkpoint decides (method, block_size, the token ids, right_shift_logits, context_causal), ready for
-    generate(model, prompts, **defaults). eos_token_id is a list: every id that ends an answer."""
+    """A checkpoint dir (or hub id) -> (model, tokenizer, defaults): the sampler keywords the checkpoint decides
+    (method, block_size, the token ids (EOS: a list), right shift, context_causal) for generate(..., **defaults)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str):
         if dtype not in ("bfloat16", "float16", "float32"):
@@ -148,15 +142,11 @@ def load(model_name_or_path, dtype=None, device=None):
 
 
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
-    """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps.
-
-    Each step unmasks round_half_even(n_left * p) (or a binomial draw). Steps that would unmask
-    nothing are dropped: the model is not conditioned on t, so they would only repeat the same
-    forward. Rows are right-padded with zeros."""
-    # p = P(unmask | masked) at the step from t = k/K to s = (k-1)/K under the linear alpha:
-    # 1 - (1 - alpha(s)) / (1 - alpha(t)) = 1/k in exact arithmetic. The ratio is evaluated in
-    # float32 the way the reference's scheduler does it, because its rounding decides the x.5
-    # ties of the count below (3 masks over 6 steps: 3 * 0.16666669 rounds to 1, not to 0).
+    """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps, right-padded with zeros. Each step unmasks
+    round_half_even(n_left * p) (or a binomial draw); steps that would unmask nothing are dropped: the model is not
+    conditioned on t, so they would only repeat the same forward."""
+    # p = P(unmask | masked) from t = k/K to (k-1)/K, 1/k for the linear alpha, in float32 as in the reference's
+    # scheduler: its rounding decides the x.5 ties below (3 masks, 6 steps: 3 * 0.16666669 rounds to 1, not 0).
     a = alpha(torch.tensor([k / steps for k in range(steps, -1, -1)], dtype=torch.float32))  # t = 1 .. 0
     probs = [1 - r for r in ((1 - a[1:]) / (1 - a[:-1])).tolist()]
     rows = []
@@ -180,19 +170,15 @@ def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
 
 
 def _counts(n_masked, steps, s, generator):
-    # per step, how many tokens each row unmasks (B,); under threshold / factor the confidences
-    # decide, and the steps go on (None) until the caller runs out of masks
-    if s.parallel:
-        return itertools.repeat(None)
-    return transfer_schedule(n_masked, steps, s.stochastic_transfer, generator).T
+    # per step, each row's unmask count (B,); None (the confidences decide: threshold / factor) until the masks run out
+    return itertools.repeat(None) if s.parallel else \
+        transfer_schedule(n_masked, steps, s.stochastic_transfer, generator).T
 
 
 def select(conf, k=None, threshold=None, factor=None):
-    """conf (B, W), -inf where a position may not change -> bool (B, W): commit now.
-
-    Schedule: the k[j] most confident. threshold: every candidate with conf >= threshold. factor: the top
-    n, for the largest n with (n+1)(1 - conf_n) <= factor (conf_n the n-th best; the left side grows with
-    n, so this is a prefix of the ranking). threshold / factor commit at least the single best candidate."""
+    """conf (B, W), -inf where a position may not change -> bool (B, W): commit now. Schedule: the k[j] most confident.
+    threshold: every candidate with conf >= threshold. factor: the top n, for the largest n with (n+1)(1 - conf_n) <=
+    factor (conf_n the n-th best; the left side grows with n). threshold / factor commit at least the best candidate."""
     B, W = conf.shape
     cand = conf > -torch.inf
     take = torch.zeros_like(cand)
@@ -236,9 +222,8 @@ def _unmask(region, logits, cols, cand, k, step, s, generator):
 
 
 def _reporter(s, on_step, history, dev):
-    """-> report(step, answers (B, W)), for after every step: it feeds history and on_step, and
-    says whether to stop. It stops under stop_at_eos once every answer has an EOS with no mask
-    before it, since nothing after that EOS is kept."""
+    """-> report(step, answers (B, W)), for after every step: it feeds history and on_step, and says whether to stop:
+    under stop_at_eos once every answer has an EOS with no mask before it, since nothing after that EOS is kept."""
     eos = torch.tensor(s.eos, device=dev)
 
     def report(step, answers):
@@ -267,8 +252,7 @@ class GenerateOutput:
 
 
 def _with_bos(prompts, s):
-    # under right shift the prompt's last logit predicts the first answer token, and an empty
-    # prompt has none: start it with BOS
+    # under right shift the prompt's last logit predicts the first answer token: an empty prompt starts with BOS
     prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts]
     if not s.right_shift_logits or all(prompts):
         return prompts
@@ -278,8 +262,7 @@ def _with_bos(prompts, s):
 
 
 def _cfg_rows(x, given, s):
-    """(B, n) -> (R, n): the rows through the network. Under classifier-free guidance the
-    unconditional rows follow, with the given tokens (the prompt's) masked but cfg_keep_tokens."""
+    """(B, n) -> (R, n): under CFG the unconditional rows follow, the given tokens masked but cfg_keep_tokens."""
     if s.cfg_scale == 0:
         return x
     if s.cfg_keep_tokens:
@@ -310,10 +293,9 @@ def _synced_time(device):
 
 @torch.no_grad()
 def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
-    """Denoise the masks in rows (token id lists) -> GenerateOutput, the sequences the columns
-    answers (B, W). Canvas x (B, T): the rows, right-padded with EOS that attention ignores, as in
-    the reference. blocks: per block, (start, end, lo, hi) (B,) tensors: the schedule counts the
-    masks in [start, end), and the masks in [lo, hi) are candidates. One forward a step."""
+    """Denoise the masks in rows (token id lists) -> GenerateOutput, the sequences the columns answers (B, W). Canvas
+    x (B, T): the rows, right-padded with EOS that attention ignores, as in the reference. blocks: (start, end, lo, hi)
+    (B,) per block: the schedule counts masks in [start, end); those in [lo, hi) are candidates. One forward a step."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     B, T, mask = len(rows), max(len(r) for r in rows), s.mask_token_id
@@ -369,8 +351,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
 
 
 def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
-    """MDLM sampling. Canvas: prompt, then max_new_tokens masks, split into blocks of block_size,
-    each denoised in ceil(steps / num_blocks) steps."""
+    """MDLM sampling: prompt + max_new_tokens masks, in blocks of block_size of ceil(steps / num_blocks) steps each."""
     prompts = _with_bos(prompts, s)
     N, bs, dev = s.max_new_tokens, s.block_size, model.lm_head.weight.device
     lens = torch.tensor([len(p) for p in prompts], device=dev)
@@ -383,9 +364,8 @@ def mdlm_generate(model, prompts, s, generator=None, on_step=None, return_histor
 
 
 def infill(model, inputs, settings=None, generator=None, on_step=None, return_history=False, **kw):
-    """Fill the mask tokens inside `inputs` (the known tokens stay) -> GenerateOutput, the sequences
-    as long as the inputs. MDLM whatever the checkpoint's objective: blocks of block_size (default:
-    one block) filled left to right. kw: Settings fields but method, cache, max_new_tokens, stop_at_eos."""
+    """Fill the masks in `inputs` -> GenerateOutput, sequences as long as the inputs: MDLM whatever the checkpoint's
+    objective, block_size blocks (default: one). kw: Settings fields but method, cache, max_new_tokens, stop_at_eos."""
     s = replace(settings or Settings(block_size=0), **{**kw, "method": "mdlm", "cache": "none", "stop_at_eos": False})
     inputs = _with_bos(inputs, s)
     lens = torch.tensor([len(p) for p in inputs], device=model.lm_head.weight.device)
@@ -406,11 +386,10 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
 
 
 def _bd3lm_canvas(prompts, s, dev):
-    """-> canvas x (B, P + N): the prompts left-padded to P, a multiple of block_size (so blocks are
-    canvas positions), then N masks; valid (B, P + N): the real tokens, the only keys and the only
-    positions counted; and P. Padding is the left padding, or under exclude_pad_tokens (the
-    reference's rule) every pad token. Where pad == eos (SmolLM2: <|im_end|>) that rule hides the chat
-    prompt's own <|im_end|>s, which the model saw in training; Qwen3's prompts hold no pad token."""
+    """-> canvas x (B, P + N): the prompts left-padded to P, a multiple of block_size (so blocks are canvas positions),
+    then N masks; valid (B, P + N): the real tokens, the only keys and positions counted; and P. Padding is the left
+    padding, or under exclude_pad_tokens (the reference's rule) every pad token. Where pad == eos (SmolLM2: <|im_end|>)
+    that rule hides the chat prompt's own <|im_end|>s, which the model saw in training; Qwen3's prompts hold no pad."""
     prompts = _with_bos(prompts, s)
     P = math.ceil(max(len(p) for p in prompts) / s.block_size) * s.block_size
     x = torch.full((len(prompts), P + s.max_new_tokens), s.mask_token_id, dtype=torch.long, device=dev)
@@ -424,10 +403,9 @@ def _bd3lm_canvas(prompts, s, dev):
 
 
 def _block_causal(valid, a, hi, block_size, causal_below=0):
-    """Queries [a, hi) against keys [0, hi) -> attention mask (B, 1, hi - a, hi) and position ids (B, hi - a).
-    A query sees its own block and the blocks before it; one below causal_below (a final token, under
-    context_causal) only the keys up to itself. Padding is no key and takes no position, so a row attends
-    and counts as if it had none."""
+    """Queries [a, hi) against keys [0, hi) -> attention mask (B, 1, hi - a, hi) and position ids (B, hi - a). A query
+    sees its own block and the blocks before it; one below causal_below (a final token, under context_causal) only the
+    keys up to itself. Padding is no key and takes no position, so a row attends and counts as if it had none."""
     v = valid[:, :hi]
     q, k = torch.arange(a, hi, device=v.device)[:, None], torch.arange(hi, device=v.device)
     am = (q // block_size >= k // block_size) & ((q >= causal_below) | (k <= q))  # (hi - a, hi)
@@ -437,13 +415,10 @@ def _block_causal(valid, a, hi, block_size, causal_below=0):
 
 @torch.no_grad()
 def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
-    """BD3LM sampling with an exact KV cache: the cache holds the K/V of final tokens only, and a
-    step runs just the current block against it. Final tokens enter the cache by riding along
-    with the next step, which writes their K/V as it denoises: the prompt with the first block's
-    first step, each finished block with the next block's. So NFE = steps.
-
-    Stops once every row has an EOS in a finished block, as the reference does, even with
-    stop_at_eos=False: later blocks would only continue an answer that has ended."""
+    """BD3LM sampling with an exact KV cache, of final tokens only: a step runs just the current block against it. Final
+    tokens enter the cache riding along with the next step, which writes their K/V as it denoises: the prompt with the
+    first block's first step, each finished block with the next block's; so NFE = steps. Stops once every row has an EOS
+    in a finished block, as the reference does, even with stop_at_eos=False: the rest would continue ended answers."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     x, valid, P = _bd3lm_canvas(prompts, s, dev)
@@ -470,8 +445,7 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
                 kv.commit(lo)
                 last = model.lm_head(h[:, lo - a - 1:lo - a]) if s.right_shift_logits else None
                 h, am, pos, a = h[:, lo - a:], am[:, :, lo - a:], pos[:, lo - a:], lo
-            # the LM head only where a mask is left; with right shift the logit of position c-1
-            # predicts token c, and the block's first token comes from the prefix's last logit
+            # the LM head only where a mask is left; right shift: the block's first token from the prefix's last logit
             cols = masked.any(0).nonzero()[:, 0]  # (n,)
             logits = model.lm_head(h[:, logit_rows(cols, s.right_shift_logits)])  # (R, n, V)
             if s.right_shift_logits and cols[0] == 0:
@@ -488,11 +462,9 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
 
 
 def generate(model, prompts, settings=None, *, generator=None, on_step=None, return_history=False, **kw):
-    """Sample completions for a batch of prompts (token id lists, any lengths) -> GenerateOutput.
-
-    settings: a Settings (default: its defaults); kw: any of its fields, which win (so
-    generate(model, prompts, **defaults_from_load, steps=64) works). generator: a torch.Generator
-    on the model's device; on_step(step, answers (B, W)) after every step."""
+    """Sample completions for a batch of prompts (token id lists, any lengths) -> GenerateOutput. settings: a Settings
+    (default: its defaults); kw: any of its fields, which win (so generate(model, prompts, **defaults_from_load,
+    steps=64) works). generator: a Generator on the model's device; on_step(step, answers (B, W)) after each step."""
     if not prompts:
         raise ValueError("prompts is empty")
     s = replace(settings or Settings(), **kw).check()
@@ -537,9 +509,8 @@ def read_prompts(prompt, prompt_file):
 
 
 def chat_ids(tok, messages):
-    # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but
-    # a dict in 5; the template already holds every special token. Thinking off, as in training,
-    # whatever the checkpoint's template defaults to
+    # render, then tokenize: apply_chat_template(tokenize=True) returns ids in transformers 4 but a dict in 5; the
+    # template holds every special token. Thinking off, as in training, whatever the template defaults to
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
     return tok(text, add_special_tokens=False).input_ids
 
@@ -554,8 +525,7 @@ def encode(tok, item, chat_template):
 
 
 def main(given):
-    """given: the options set on the command line (configure's answer): those settings win over the
-    checkpoint's defaults (method, block size, token ids, right shift), which win over Settings'."""
+    """given: the options set on the command line; they win over the checkpoint's defaults, which win over Settings'."""
     from tqdm import tqdm
     if not model_name_or_path:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
