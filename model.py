@@ -476,8 +476,8 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
 # -----------------------------------------------------------------------------
 # diffusion math: noise schedule, forward masking, the BD3LM mask, losses
 # Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced by <|mask|>
-# otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO (w(t) = 1/t for linear alpha = 1 - t) is
-#     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t)).
+# otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO, where w(t) = 1/t for alpha = 1 - t:
+#     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t))
 
 SCHEDULES = ("linear", "cosine")
 
