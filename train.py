@@ -1,15 +1,13 @@
 """
-Train an A2D model: masked diffusion (MDLM), block diffusion (BD3LM) or plain AR,
-on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP or FSDP2.
+Train an A2D model (MDLM or BD3LM diffusion) or an AR one on text (task=pt) or chats (task=sft), with DDP or FSDP2.
 
     python train.py config/cpu_shakespeare_mdlm.py                    # 1 process, CPU or 1 GPU
     torchrun --nproc_per_node=8 train.py config/sft_alpaca_bd3lm.py --parallel=fsdp --learning_rate=1e-4
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by Model.from_pretrained
-and transformers; the newest also holds the training state for an exact resume (resume=True). Ctrl-C saves one
-and prints the command that continues. Option names follow the dLLM reference where it has one.
+Checkpoints: output_dir/checkpoint-<step> (the newest resumable: resume=True) and checkpoint-final, both HF directories.
+Ctrl-C saves one and prints the command that continues. Option names follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -181,8 +179,7 @@ def check_options():  # before any heavy work; each error says what to do
 
 
 # -----------------------------------------------------------------------------
-# data sources: "a+b+c[k:v]" where [train:N] / [test:N] cap a split, [name:X] picks an HF
-# config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort|reverse make chats.
+# data sources "a+b+c[k:v]": [train:N] / [test:N] cap a split, [name:X] picks an HF config, other [k:v] keep rows k == v
 
 def parse_dataset_args(spec):  # -> [(name, {k: v})]
     out = []
@@ -291,8 +288,7 @@ def hub_reachable():  # a quick probe (offline, the name does not even resolve);
 
 
 def row_has(row, k, v):
-    # [k:v]: field k equals v; a chat row without field k passes when its assistant reply holds v
-    # (the reference's [lang:python] on OpenCoder's SFT chats, whose rows name no language)
+    # no field k: a chat passes when its assistant reply holds v (the reference's [lang:python] on OpenCoder's chats)
     if k in row:
         return str(row[k]) == v
     replies = [m["content"] for m in row.get("messages", []) if m.get("role") == "assistant"]
@@ -302,8 +298,7 @@ def row_has(row, k, v):
     return v in replies[0]
 
 
-def to_messages(row):
-    # alpaca (instruction, blank line, input), GSM8K and prompt/response rows: one user, one assistant turn
+def to_messages(row):  # alpaca (instruction, blank line, input), GSM8K, prompt/response: one user, one assistant turn
     if "messages" in row:
         return row["messages"]
     for q, a in (("instruction", "output"), ("question", "answer"), ("prompt", "response")):
@@ -314,8 +309,7 @@ def to_messages(row):
                      f"messages, instruction/input/output, question/answer or prompt/response")
 
 
-def split_off(rows, test):
-    # a source without a test split gives up eval_fraction of its rows, the same ones every run
+def split_off(rows, test):  # no test split: eval_fraction of the rows is held out, the same ones every run
     if test is not None or eval_fraction == 0:
         return rows, test or []
     idx = list(range(len(rows)))
@@ -324,8 +318,7 @@ def split_off(rows, test):
     return [rows[i] for i in sorted(idx[n:])], [rows[i] for i in sorted(idx[:n])]
 
 
-def cache_key(*parts):
-    # the options that shape the tokens, the tokenizer files, and the size/mtime of local data files
+def cache_key(*parts):  # hashes the options that shape the tokens, the tokenizer files, local data files' size/mtime
     files = [f for n, _ in parse_dataset_args(dataset_args) for f in [n, *glob.glob(f"{n}/**/*", recursive=True)]]
     stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
     h = hashlib.sha256(repr((parts, stats)).encode())
@@ -436,9 +429,8 @@ def prepare_sft(tok, encode, cache):
 
 
 def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
-    """Endless pretraining chunks from a streamed source: each pass re-reads it, and the first
-    `skip` chunks of every pass are the held-out split. shuffle: the rest pass through a buffer of
-    1,000 chunks drawn from at random, seeded by seed + pass (the reference shuffles its stream so)."""
+    """Endless pretraining chunks from a streamed source, re-read each pass; the first `skip` of every pass are held
+    out. shuffle: the rest pass through a 1,000-chunk random buffer seeded by seed + pass (as the reference does)."""
     def one_pass():
         buf = []
         for ids in token_stream(docs_fn(), encode, eos):
@@ -510,7 +502,6 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
         from torch.nn.parallel import DistributedDataParallel as DDP
         return DDP(model, device_ids=[_device.index] if _device.type == "cuda" else None)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    # bf16 compute with fp32 gradient reduction on CUDA; CPU keeps fp32 params
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if _device.type == "cuda" and amp == torch.bfloat16 else MixedPrecisionPolicy()
     for block in model.model.layers:
@@ -520,14 +511,12 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 
 
 # -----------------------------------------------------------------------------
-# objectives: MDLM, BD3LM (t per sequence, or per block) and AR, whose math lives in model.py. Each rank noises
-# the *global* micro-batch with one generator seeded alike everywhere, then keeps its own rows: N processes see
-# the same t and masks as one process with the same global batch, so loss curves match across world sizes.
+# objectives, whose math lives in model.py. Each rank noises the *global* micro-batch with one generator seeded alike
+# everywhere, then keeps its own rows: N processes draw the t and masks of one, so loss curves match across world sizes.
 
 def recipe_at(progress):
-    """(block size, MDLM attention ratio) at this fraction of the run; None (eval): the final ones. The
-    curriculum starts at block 1, where BD3LM is the AR model, and doubles it up to block_size;
-    annealing lets each query see each future key with a probability that grows 0 -> 1."""
+    """(block size, MDLM attention ratio) at this fraction of the run; None (eval): the final ones. The block grows 1
+    (BD3LM is AR there), 2, 4 ... block_size; annealing lets a query see each future key with p rising 0 -> 1."""
     if progress is None:
         return block_size, 1.0
     bs = block_size if progress >= block_curriculum else 2 ** int(math.log2(block_size) * progress / block_curriculum)
@@ -582,10 +571,9 @@ def evaluate(model, rows, special, amp):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: output_dir/checkpoint-<step>, HF directories of the fp32 master weights plus trainer_state.pt
-# (optimizer, step, RNG of every rank): resumable; only the newest keeps that state, and only the newest
-# save_total_limit stay. At the end checkpoint-final: the weights in final_dtype, what a user ships and
-# loads. Each is written to tmp-<name> and renamed, so a directory under its final name is complete.
+# checkpoints: checkpoint-<step> is an HF directory of the fp32 weights plus, in the newest only, trainer_state.pt
+# (optimizer, step, every rank's RNG); checkpoint-final holds the weights in final_dtype, to ship. Each is written to
+# tmp-<name> and renamed, so a directory under its final name is complete.
 
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
@@ -593,8 +581,7 @@ def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_s
 
 
 def save_checkpoint(name, step, total, raw, tok, opt, gen, loss, dtype=None):
-    """Every rank calls this (FSDP gathers the shards onto rank 0). dtype: the weights' dtype for an export
-    without training state (checkpoint-final); None: fp32 weights and the state, resumable."""
+    """Every rank calls this. dtype: checkpoint-final's, no training state; None: fp32 weights + state (resumable)."""
     fsdp, t0 = _world > 1 and parallel == "fsdp", time.time()
     if fsdp:  # gather full (unsharded) tensors onto rank 0 for an HF export anyone can load
         from torch.distributed.checkpoint import state_dict as dcp
@@ -701,8 +688,7 @@ def load():
 
 
 def load_data(tok, eos):
-    """(train, held-out rows), a row being (token ids, prompt length). For a stream, train is a
-    function that starts a training pass (global_batches replays it)."""
+    """(train, held-out) rows of (token ids, prompt length); streaming, train is a function that starts a pass."""
     encode = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]  # a batch at a time, in Rust
     cache = cache_dir or os.path.join(output_dir, "data")
     os.makedirs(cache, exist_ok=True)
@@ -736,8 +722,7 @@ def global_batches(train, start):
 
 
 def lr_factor(step, total):
-    # HF's schedules (the reference's): linear warmup from 0, then cosine or linear decay to min_lr_ratio, or
-    # constant. A pure function of the step, as in nanoGPT: a resume with a larger max_steps stretches the decay
+    # HF's schedules (the reference's), stateless like nanoGPT's: a resume with a larger max_steps stretches the decay
     warm = warmup_steps or math.ceil(warmup_ratio * total)
     if step < warm:
         return step / warm
@@ -796,8 +781,7 @@ def on_stop(signum, _):
 
 
 def accumulate_gradients(model, raw, batches, gen, special, amp, progress):
-    """Forward and backward over gradient_accumulation_steps global micro-batches (this rank's rows of
-    each) at `progress` through the run; -> (this rank's mean loss, tokens in the global batch, clipped grad norm)."""
+    """Forward, backward over a step's micro-batches (this rank's rows) -> (its mean loss, global tokens, grad norm)."""
     ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
     mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
     loss_sum, tokens = 0.0, 0
