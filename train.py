@@ -147,8 +147,7 @@ def check_options():  # before any heavy work; each error says what to do
         (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
          f"clipped t needs 0 <= t_min < t_max <= 1 and t_max > time_epsilon (got {t_min}, {t_max})"),
         *((globals()[k] and objective != o, f"--{k} only applies to --objective={o}") for k, o in
-          (("t_per_block", "bd3lm"), ("context_causal", "bd3lm"), ("block_curriculum", "bd3lm"),
-           ("attention_anneal", "mdlm"))),
+          dict(t_per_block="bd3lm", context_causal="bd3lm", block_curriculum="bd3lm", attention_anneal="mdlm").items()),
         (ar_loss_weight and not context_causal, "--ar_loss_weight needs --context_causal=True (a block-causal clean "
                                                 "row sees the token it would predict)"),
         (not 0 <= block_curriculum < 1 or not 0 <= attention_anneal < 1 or ar_loss_weight < 0,
@@ -260,8 +259,7 @@ def load_source(name, kv):
         else:
             ds = datasets.load_dataset(name, hf_name, streaming=streaming)
     except Exception as e:
-        why = "this machine cannot reach the Hugging Face Hub, and no copy is cached" if offline else \
-            f"{type(e).__name__}: {e}"
+        why = "the Hugging Face Hub is unreachable and no copy is cached" if offline else f"{type(e).__name__}: {e}"
         raise SystemExit(f"error: cannot load dataset {name!r} ({why}). Give a local .txt/.jsonl/.parquet path "
                          f"(python data/prepare.py fetches tiny-shakespeare and GSM8K while online), an HF dataset "
                          f"name, or synthetic:addition|sort|reverse")
@@ -364,8 +362,7 @@ def prepare_pt(encode, eos, cache):
     key = cache_key("pt", dataset_args, text_field, insert_eos)
     paths = {s: os.path.join(cache, f"pt-{key}-{s}.bin") for s in ("train", "test")}
     if _rank == 0 and not os.path.exists(paths["train"]):
-        t0 = time.time()
-        sources = [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
+        t0, sources = time.time(), [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
         if any(te is not None for _, te in sources):
             write_tokens((r for _, te in sources for r in te or []), encode, eos, paths["test"])
         # train last: its file marks the cache complete
@@ -524,8 +521,7 @@ def recipe_at(progress):
 
 
 def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=None):
-    """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch. progress:
-    the run's fraction done, for the recipe's schedules and training-only terms; None (eval): the ELBO alone."""
+    """Loss of this rank's `rows` of the noised global batch at `progress` through the run; None (eval): ELBO alone."""
     ids, labels, keep = batch
     if objective == "ar":
         return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
@@ -814,9 +810,8 @@ def main():
     train_rows, eval_rows = load_data(tok, special["eos"])
     if prepare_data_only:
         return print0("prepare_data_only=True: data cached, exiting")
-    R = _world * per_device_train_batch_size  # rows per global micro-batch
-    total = max_steps if max_steps > 0 else \
-        math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
+    batch_rows = _world * per_device_train_batch_size * gradient_accumulation_steps  # rows per optimizer step
+    total = max_steps if max_steps > 0 else math.ceil(num_train_epochs * (len(train_rows) // batch_rows))
     model = wrap(raw, amp_dtype)
     params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
@@ -825,19 +820,17 @@ def main():
     gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
     step = restore(ckpt, raw, opt, gen, total) if ckpt else 0
     if step >= total:
-        return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps "
-                      f"to continue)")
+        return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps)")
     model = (torch.compile(model) if compile else model).train()
     batches = global_batches(train_rows, step * gradient_accumulation_steps)
     log, finish_log = open_log(ckpt, step)
     n_params = sum(p.numel() for p in raw.parameters())
-    # MFU (CUDA): 6 flops per parameter per token through the network, which BD3LM runs twice (x_t and x_0), as
-    # do complementary masks; attention not counted. Against one GPU's dense bf16 peak, where it is known
+    # MFU (CUDA): 6 flops/param/token per pass; BD3LM (x_t, x_0) and complementary masks make 2; attention not counted
     peak = next((f for k, f in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12)) if _device.type == "cuda"
                  and k in torch.cuda.get_device_name(_device)), 0) * _world
     flops_per_token = 6 * n_params * (2 if objective == "bd3lm" else 1) * (2 if complementary_masks else 1)
     print0(f"{objective} {task}: {n_params / 1e6:.1f}M params | {_world} "
-           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
+           f"process(es) on {_device.type} | global batch {batch_rows} rows | {total} steps")
     if 0 < len(eval_rows) < per_device_eval_batch_size:
         print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
 
@@ -849,9 +842,7 @@ def main():
 
     if eval_on_start and step == 0:
         run_eval()
-    # save_steps / eval_steps: a step count, or a fraction of the run
-    save_every, eval_every = (0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
-                              for x in (save_steps, eval_steps))
+    save_every, eval_every = (max(1, round(x * total)) if 0 < x < 1 else int(x) for x in (save_steps, eval_steps))
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     loss, dt_avg, last_log = None, None, time.time()
