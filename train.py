@@ -172,9 +172,8 @@ def check_options():  # before any heavy work; each error says what to do
          f"another --output_dir"),
         (resume and overwrite, "--resume=True continues the run in output_dir, --overwrite=True deletes it: pick one"),
     ]
-    for bad, message in problems:
-        if bad:
-            raise SystemExit("error: " + message)
+    if message := next((m for bad, m in problems if bad), None):
+        raise SystemExit("error: " + message)
 
 
 # -----------------------------------------------------------------------------
@@ -195,8 +194,7 @@ def parse_dataset_args(spec):  # -> [(name, {k: v})]
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats: 1-4 digit addition, or sorting / reversing 10-16 numbers below 100 (answers long
-    enough for parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
+    """Seeded chats, answers long enough for parallel decoding: 1-4 digit sums, sorting or reversing 10-16 numbers."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
@@ -285,8 +283,7 @@ def hub_reachable():  # a quick probe (offline, the name does not even resolve);
         return bool(urllib.request.getproxies().get("https"))
 
 
-def row_has(row, k, v):
-    # no field k: a chat passes when its assistant reply holds v (the reference's [lang:python] on OpenCoder's chats)
+def row_has(row, k, v):  # no field k: a chat passes when its reply holds v (the reference's [lang:python] on OpenCoder)
     if k in row:
         return str(row[k]) == v
     replies = [m["content"] for m in row.get("messages", []) if m.get("role") == "assistant"]
@@ -347,25 +344,23 @@ def write_tokens(rows, encode, eos, path):  # -> the token count of a flat uint3
 
 class Chunks:  # a flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens
     def __init__(self, tokens, lo, hi):
-        self.tokens, self.lo, self.hi = tokens, lo, hi
+        self.tokens, self.n = tokens[lo * max_length:], hi - lo  # a memmap slice: nothing is read yet
 
     def __len__(self):
-        return self.hi - self.lo
+        return self.n
 
     def __getitem__(self, i):
-        a = (self.lo + i) * max_length
-        return self.tokens[a:a + max_length].astype(np.int64), 0
+        return self.tokens[i * max_length:(i + 1) * max_length].astype(np.int64), 0
 
 
 def prepare_pt(encode, eos, cache):
     """Pretraining rows: tokenized once into <cache>/pt-<key>-{train,test}.bin, then cut into chunks."""
     key = cache_key("pt", dataset_args, text_field, insert_eos)
     paths = {s: os.path.join(cache, f"pt-{key}-{s}.bin") for s in ("train", "test")}
-    if _rank == 0 and not os.path.exists(paths["train"]):
+    if _rank == 0 and not os.path.exists(paths["train"]):  # the train file, written last, marks the cache complete
         t0, sources = time.time(), [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
         if any(te is not None for _, te in sources):
             write_tokens((r for _, te in sources for r in te or []), encode, eos, paths["test"])
-        # train last: its file marks the cache complete
         n = write_tokens((r for tr, _ in sources for r in tr), encode, eos, paths["train"])
         print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}")
     barrier()
@@ -374,18 +369,16 @@ def prepare_pt(encode, eos, cache):
     if os.path.exists(paths["test"]):
         test = np.memmap(paths["test"], dtype=np.uint32, mode="r")
         return Chunks(tokens, 0, n_chunks), Chunks(test, 0, len(test) // max_length)
-    n_eval = max(1, round(eval_fraction * n_chunks)) if eval_fraction > 0 else 0
-    # the tail of the stream is held out (nanoGPT's split): contiguous, no leakage across the cut
+    n_eval = max(1, round(eval_fraction * n_chunks)) if eval_fraction > 0 else 0  # the tail: no leakage across the cut
     return Chunks(tokens, 0, n_chunks - n_eval), Chunks(tokens, n_chunks - n_eval, n_chunks)
 
 
 def prepare_sft(tok, encode, cache):
-    """SFT rows (ids, prompt_len): chats rendered and tokenized once into <cache>/sft-<key>-*."""
+    """SFT rows (ids, prompt_len): chats rendered (thinking off, as the reference) and tokenized once into <cache>."""
     if not tok.chat_template:
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
     base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
-    # thinking off, as the reference does for every Qwen tokenizer; templates without the switch ignore it
     render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
@@ -512,8 +505,7 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 # everywhere, then keeps its own rows: N processes draw the t and masks of one, so loss curves match across world sizes.
 
 def recipe_at(progress):
-    """(block size, MDLM attention ratio) at this fraction of the run; None (eval): the final ones. The block grows 1
-    (BD3LM is AR there), 2, 4 ... block_size; annealing lets a query see each future key with p rising 0 -> 1."""
+    """(block size, MDLM attention ratio) at `progress`; None (eval): the final ones. Both start as AR (1, 0)."""
     if progress is None:
         return block_size, 1.0
     bs = block_size if progress >= block_curriculum else 2 ** int(math.log2(block_size) * progress / block_curriculum)
@@ -549,8 +541,7 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=N
 
 @torch.no_grad()
 def evaluate(model, rows, special, amp):
-    """Held-out loss per scored token: the ELBO (scheduler weights) for diffusion, CE for AR. Batch k
-    always holds the same rows and masks (seed + 1 + k): every eval, at any world size, scores the same."""
+    """Held-out loss per scored token (ELBO or AR's CE); batch k's rows and masks are fixed at any world size."""
     B = per_device_eval_batch_size
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
@@ -567,9 +558,8 @@ def evaluate(model, rows, special, amp):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: checkpoint-<step> is an HF directory of the fp32 weights plus, in the newest only, trainer_state.pt
-# (optimizer, step, every rank's RNG); checkpoint-final holds the weights in final_dtype, to ship. Each is written to
-# tmp-<name> and renamed, so a directory under its final name is complete.
+# checkpoints: checkpoint-<step>, HF dirs of the fp32 weights plus (newest only) trainer_state.pt (optimizer, step,
+# every rank's RNG); checkpoint-final, the weights in final_dtype, to ship. Each is renamed from tmp-<name> when done.
 
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
@@ -649,8 +639,7 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
 # the run
 
 def load():
-    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the newest complete checkpoint's
-    exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what samplers read back."""
+    """(model, tokenizer, special ids, checkpoint or None, checkpoint-final's dtype); config.json set for samplers."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
         stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
         for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
@@ -696,14 +685,12 @@ def load_data(tok, eos):
     train, eval_rows = prepare_pt(encode, eos, cache) if task == "pt" else prepare_sft(tok, encode, cache)
     need = _world * per_device_train_batch_size * gradient_accumulation_steps
     if len(train) < need:
-        raise SystemExit(f"error: {len(train)} training rows do not fill one global batch of {need}; "
-                         f"lower the batch size or add data")
+        raise SystemExit(f"error: {len(train)} train rows < a global batch ({need}); lower the batch size or add data")
     return train, eval_rows
 
 
 def global_batches(train, start):
-    """The rows of each global micro-batch from number `start` on. Batch m is a pure function of m
-    (epoch e's order is drawn from seed + e), so a resumed run reads what an uninterrupted one would."""
+    """Global micro-batches from `start` on, batch m a pure function of m (epoch e: seed + e): exact resumes."""
     R = _world * per_device_train_batch_size
     if streaming:
         chunks = itertools.islice(train(), start * R, None)  # exact, but it re-reads the stream
@@ -760,14 +747,12 @@ def resume_command():
 
 
 def on_stop(signum, _):
-    """The first Ctrl-C or SIGTERM (kill, timeout, docker stop, a Slurm time limit, a Kubernetes eviction): the
-    loop finishes its step, saves it resumably and exits. A second one quits at once, saying what survives."""
+    """First Ctrl-C or SIGTERM (kill, timeout, Slurm, Kubernetes): save after the step, exit; a second quits at once."""
     global _stop
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     if _stop:
         if _rank == 0:  # os.write: a print here could land inside one the loop is making
-            ckpt = find_checkpoint()
-            survives = f"{ckpt} survives" if ckpt else "No checkpoint survives"
+            survives = f"{ckpt} survives" if (ckpt := find_checkpoint()) else "No checkpoint survives"
             os.write(2, f"\n{name} again: quitting without saving. {survives}; continue with: {resume_command()}\n".encode())
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
