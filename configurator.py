@@ -1,9 +1,8 @@
 """
-nanoGPT's "poor man's configurator", flaws fixed. A script keeps its options as plain globals and
-calls `configure(globals())`: python config files given as bare arguments (`train.py config/x.py`),
-then `--key=value` / `--key value` flags override them, each value parsed to its default's type.
-An unknown key is an error naming the closest one; `--help` prints the script's docstring and each
-option's default, comment and `_CHOICES`. This file imports nothing of ours.
+nanoGPT's "poor man's configurator", flaws fixed. A script keeps its options as plain globals and calls
+`configure(globals())`: python config files (bare arguments: `train.py config/x.py`), then `--key=value` / `--key value`
+flags override them, each parsed to its default's type. An unknown key is an error naming the closest one; `--help`
+prints the script's docstring and each option's default, comment and `_CHOICES`. Imports nothing of ours.
 """
 
 import ast
@@ -39,9 +38,8 @@ def _comments(path):
 
 
 def parse_value(key, raw, default):
-    """Parse the string `raw` into the type of `default` (bools: true/false/yes/no/1/0; lists, tuples, dicts:
-    python literals; a None default: any literal, else the string). A bad value raises ValueError naming
-    key, value and type: the command line turns it into a one-line error, chat's /set into a message."""
+    """`raw` parsed as `default`'s type (bools: TRUE_WORDS / FALSE_WORDS; lists, tuples, dicts: python literals; a None
+    default: any literal, else the string). A bad value: ValueError (the command line's error, chat /set's reply)."""
     def fail(expected):
         return ValueError(f"--{key}={raw!r}: expected {expected} (default is {default!r})")
     if isinstance(default, bool):
@@ -82,27 +80,24 @@ def _config_file(path, keys):
     exec(compile(src, path, "exec"), scope)
     assigned = {k: v for k, v in scope.items()
                 if not k.startswith("_") and not callable(v) and not isinstance(v, types.ModuleType)}
-    for k in assigned:
-        if k not in keys:
-            raise _unknown(k, keys, f"in config file {path}")
+    if unknown := [k for k in assigned if k not in keys]:
+        raise _unknown(unknown[0], keys, f"in config file {path}")
     return assigned
 
 
 def configure(g, argv=None):
-    """Override the globals dict `g` in place from config files and flags; return the overrides."""
+    """Override the options in globals `g` (its plain values; ALL_CAPS names are constants); return the overrides."""
     argv = sys.argv[1:] if argv is None else argv
-    # the options: plain values at the top of the script (ALL_CAPS names are constants, often imported)
     keys = {k: v for k, v in g.items() if not k.startswith("_") and not k.isupper()
             and isinstance(v, (int, float, str, bool, list, tuple, dict, type(None)))}
     if "-h" in argv or "--help" in argv:
         print((g.get("__doc__") or "").strip())
         print("\noptions (--key=value or --key value; python config files as bare arguments):")
-        # the comments of the script's options, and of those it took from its neighbours (chat.py: sample.Settings)
+        # the option comments of the script (first) and of neighbours it took options from (chat.py: sample.Settings)
         here = g.get("__file__") or ""
         files = {getattr(sys.modules.get(getattr(v, "__module__", None)), "__file__", None) for v in g.values()}
-        notes = {}
-        for f in [here, *sorted(f for f in files - {here} if f and os.path.dirname(f) == os.path.dirname(here))]:
-            notes = {**_comments(f), **notes}
+        neighbours = sorted(f for f in files - {here} if f and os.path.dirname(f) == os.path.dirname(here))
+        notes = {k: v for f in reversed([here, *neighbours]) for k, v in _comments(f).items()}
         choices = g.get("_CHOICES", {})
         for k, v in keys.items():
             note, listed = notes.get(k, ""), " | ".join(map(str, choices.get(k, ())))

