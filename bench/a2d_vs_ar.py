@@ -23,10 +23,12 @@ forward times how much cheaper a forward is: the two columns say which one decid
     python bench/a2d_vs_ar.py --batches=[1] --n_test=32 # quicker
 """
 
+import glob
 import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +99,8 @@ def sft(source, out, flags, train_dtype):
     final = os.path.join(out, "checkpoint-final")
     if not os.path.isdir(final):
         run(["train.py", *args, f"--output_dir={out}", *(["--resume=True"] if os.path.isdir(out) else [])])
+        for d in glob.glob(os.path.join(out, "checkpoint-[0-9]*")):  # a Ctrl-C's resumable save: done with
+            shutil.rmtree(d)
     return final
 
 
