@@ -57,6 +57,7 @@ class Settings:
     begin_suppress_tokens: list | None = None  # token ids that lose their confidence, not their proposal
     threshold: float | None = None  # parallel decoding: commit every token with confidence >= threshold
     factor: float | None = None  # ... or the top n with (n+1)(1 - conf_n) <= factor
+    verify: bool = False  # bd3lm, context_causal + right shift: diffusion drafts, causal rows check them (AR greedy)
     cache: str = "none"  # mdlm: none (exact) | prefix | dual (approximate); bd3lm: none | exact (its cache is exact)
     stop_at_eos: bool = False  # trim at the first EOS, and stop once every answer has ended
     eos_suppress_steps: int = 0  # no EOS proposed in the first n steps
@@ -86,6 +87,9 @@ class Settings:
              f"threshold must be in (0, 1], got {self.threshold}"),
             (self.factor is not None and self.factor <= 0, f"factor must be > 0, got {self.factor}"),
             (self.temperature < 0, f"temperature must be >= 0, got {self.temperature}"),
+            (self.verify and not (self.method == "bd3lm" and self.context_causal and self.right_shift_logits and
+                                  self.temperature == 0 and self.cfg_scale == 0), "verify=True is greedy BD3LM "
+             "decoding (temperature 0, no cfg) of a checkpoint trained with context_causal and right_shift_logits"),
         ]:
             if bad:
                 raise ValueError(message)
@@ -461,6 +465,45 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
     return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
 
 
+@torch.no_grad()
+def verify_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
+    """The AR model inside a context_causal, right-shifted BD3LM, decoding greedily several tokens a forward (as TiDAR).
+    A forward runs the tokens not yet cached as causal rows, whose logits are the AR model's next tokens, and after them
+    a block of masks, whose rows draft the next block. The AR rows check the drafts they run on: the longest confirmed
+    run is kept, plus the AR token after it. The answer is the model's greedy AR one; the drafts only make it faster."""
+    dev = model.lm_head.weight.device
+    t0 = _synced_time(dev)
+    x, valid, P = _bd3lm_canvas(prompts, replace(s, block_size=1), dev)
+    B, N, bs, mask = len(x), s.max_new_tokens, s.block_size, s.mask_token_id
+    x, valid = F.pad(x, (0, bs), value=mask), F.pad(valid, (0, bs), value=True)  # room for the last block's drafts
+    history = [x[:, P:P + N].to("cpu", copy=True)] if return_history else None
+    report, col = _reporter(s, on_step, history, dev), torch.arange(N, device=dev)
+    kv, n, c, m, step = model.new_cache(B, P + N + bs), 0, P - 1, P, 0  # cached [0, n), certain [n, c], drafts (c, m)
+    while c < P + N - 1:
+        hi = min(m + bs, x.shape[1])
+        am, pos = _block_causal(valid, n, hi, hi, m)  # [n, m) causal; the masks [m, hi) see everything up to hi
+        h = model(x[:, n:hi], attention_mask=am, position_ids=pos, causal=False, cache=kv, cache_pos=n,
+                  return_hidden=True)
+        logits = model.lm_head(h[:, c - n:hi - n - 1])  # row i predicts token i + 1: c + 1 .. m, then drafts to hi - 1
+        logits[..., [mask, *(s.suppress_tokens or [])]] = -torch.inf
+        pred = logits.argmax(-1)
+        k = int((x[:, c + 1:m] == pred[:, :m - c - 1]).long().cumprod(1).sum(1).min())  # drafts confirmed in every row
+        x[:, c + 1 + k] = pred[:, k]
+        if c + 1 + k == m:  # all confirmed: the masks drafted after the right tokens
+            x[:, m + 1:hi] = pred[:, m - c:]
+            n, c, m = m, m, hi
+        else:
+            x[:, c + 2 + k:] = mask
+            n = c = c + 1 + k
+            m = n + 1
+        kv.commit(n)
+        step += 1
+        if report(step, torch.where(col <= c - P, x[:, P:P + N], mask)):
+            break
+    seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x[:, P:P + N].tolist()]
+    return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
+
+
 def generate(model, prompts, settings=None, *, generator=None, on_step=None, return_history=False, **kw):
     """Sample completions for a batch of prompts (token id lists, any lengths) -> GenerateOutput. settings: a Settings
     (default: its defaults); kw: any of its fields, which win (so generate(model, prompts, **defaults_from_load,
@@ -470,7 +513,7 @@ def generate(model, prompts, settings=None, *, generator=None, on_step=None, ret
     s = replace(settings or Settings(), **kw).check()
     if s.mask_token_id is None or not s.eos:
         raise ValueError("mask_token_id and eos_token_id are required (sample.load reads them from the checkpoint)")
-    sampler = mdlm_generate if s.method == "mdlm" else bd3lm_generate
+    sampler = mdlm_generate if s.method == "mdlm" else verify_generate if s.verify else bd3lm_generate
     return sampler(model, prompts, s, generator, on_step, return_history)
 
 

@@ -249,6 +249,32 @@ def test_block_size_1_with_shift_and_context_causal_is_ar_greedy(m):
     assert len({t for s in want for t in s}) > 4 and max(map(len, want)) > 5  # not degenerate
 
 
+@pytest.mark.parametrize("bs,batch", [(4, 1), (3, 3)])
+def test_verify_is_ar_greedy_with_several_tokens_a_forward(m, bs, batch):
+    # verify=True keeps only what the causal rows (the AR model) would say: AR greedy, whatever the drafts
+    N, ps = 12, PROMPTS[:batch]
+    want = []
+    for p in ps:
+        seq = list(p)
+        for _ in range(N):
+            logits = m(torch.tensor([seq]), causal=True)[0, -1]
+            logits[MASK] = -math.inf
+            seq.append(int(logits.argmax()))
+        want.append(seq[len(p):])
+    kw = dict(method="bd3lm", max_new_tokens=N, block_size=bs, right_shift_logits=True, context_causal=True, **KW)
+    out = sample.generate(m, ps, verify=True, **kw)
+    assert out.sequences == want
+    # where the drafts are right (a model whose every logit is 0 says token 0 everywhere), a forward keeps a whole
+    # block: N tokens in about N / bs forwards, where one token a step takes N
+    zero = tiny(seed=0)
+    for p in zero.parameters():
+        p.data.zero_()
+    out = sample.generate(zero, ps, verify=True, **kw)
+    assert out.sequences == [[0] * N] * batch and out.nfe == math.ceil(N / bs) + 1
+    with pytest.raises(ValueError, match="verify=True is greedy BD3LM"):
+        sample.generate(m, ps, verify=True, **{**kw, "context_causal": False})
+
+
 def test_bd3lm_pad_tokens_inside_prompt(m):
     # a prompt token equal to pad_token_id is padding for the reference (SmolLM2: pad == <|im_end|>)
     ps = [[5, EOS, 7, 8, 9, 10], [11, 12, EOS, 13]]
