@@ -28,8 +28,6 @@ ROPE_TYPES = ("default", "linear", "llama3")
 
 # -----------------------------------------------------------------------------
 # config
-
-
 @dataclass
 class Config:
     # HF field names, so config.json maps onto this one to one.
@@ -109,8 +107,6 @@ class Config:
 
 # -----------------------------------------------------------------------------
 # the network
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()

@@ -143,8 +143,6 @@ def load(model_name_or_path, dtype=None, device=None):
 
 # -----------------------------------------------------------------------------
 # what both samplers share: how many to unmask, what to propose, which to commit, guidance
-
-
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
     """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps, right-padded with zeros. Each step unmasks
     round_half_even(n_left * p) (or a binomial draw); steps that would unmask nothing are dropped: the model is not
@@ -293,8 +291,6 @@ def _synced_time(device):
 
 # -----------------------------------------------------------------------------
 # MDLM: the whole canvas, denoised block by block with bidirectional attention
-
-
 @torch.no_grad()
 def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
     """Denoise the masks in rows (token id lists) -> GenerateOutput, the sequences the columns answers (B, W). Canvas
@@ -387,8 +383,6 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
 
 # -----------------------------------------------------------------------------
 # BD3LM: block by block, block-causal attention, an exact KV cache
-
-
 def _bd3lm_canvas(prompts, s, dev):
     """-> canvas x (B, P + N): the prompts left-padded to P, a multiple of block_size (so blocks are canvas positions),
     then N masks; valid (B, P + N): the real tokens, the only keys and positions counted; and P. Padding is the left
@@ -519,8 +513,6 @@ def generate(model, prompts, settings=None, *, generator=None, on_step=None, ret
 
 # -----------------------------------------------------------------------------
 # command line
-
-
 def read_prompts(prompt, prompt_file):
     """-> a list of prompts: strings, or message lists (jsonl "messages")."""
     if prompt:

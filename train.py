@@ -178,7 +178,6 @@ def check_options():  # before any heavy work; each error says what to do
 
 # -----------------------------------------------------------------------------
 # data sources "a+b+c[k:v]": [train:N] / [test:N] cap a split, [name:X] picks an HF config, other [k:v] keep rows k == v
-
 def parse_dataset_args(spec):  # -> [(name, {k: v})]
     out = []
     for part in filter(None, (p.strip() for p in spec.split("+"))):
@@ -459,7 +458,6 @@ def batch_of(rows, special, bs=None):  # model.collate holds each objective's pa
 
 # -----------------------------------------------------------------------------
 # distributed: one entry point for python and torchrun (multi-node too), nccl on CUDA, gloo on CPU
-
 def setup_distributed():
     global _rank, _world, _device
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -503,7 +501,6 @@ def wrap(model, amp):  # -> the model to call: DDP, or FSDP2 with each block sha
 # -----------------------------------------------------------------------------
 # objectives, whose math lives in model.py. Each rank noises the *global* micro-batch with one generator seeded alike
 # everywhere, then keeps its own rows: N processes draw the t and masks of one, so loss curves match across world sizes.
-
 def recipe_at(progress):
     """(block size, MDLM attention ratio) at `progress`; None (eval): the final ones. Both start as AR (1, 0)."""
     if progress is None:
@@ -560,7 +557,6 @@ def evaluate(model, rows, special, amp):
 # -----------------------------------------------------------------------------
 # checkpoints: checkpoint-<step>, HF dirs of the fp32 weights plus (newest only) trainer_state.pt (optimizer, step,
 # every rank's RNG); checkpoint-final, the weights in final_dtype, to ship. Each is renamed from tmp-<name> when done.
-
 def find_checkpoint():  # -> the newest resumable checkpoint (one with trainer_state.pt), or None
     done = [os.path.dirname(f) for f in glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.pt"))]
     return max(done, key=lambda d: json.load(open(os.path.join(d, "trainer_state.json")))["step"], default=None)
@@ -637,7 +633,6 @@ def restore(ckpt, raw, opt, gen, total):  # -> the step to continue from
 
 # -----------------------------------------------------------------------------
 # the run
-
 def load():
     """(model, tokenizer, special ids, checkpoint or None, checkpoint-final's dtype); config.json set for samplers."""
     if _rank == 0:  # a tmp-* dir is a save that never finished (never loadable); overwrite=True drops the rest too
