@@ -13,9 +13,10 @@ problems at batch 1 and scores exact match:
   recipe -X         the recipe without ingredient X (leave-one-out)
   MDLM ...          the reference's MDLM, + shift, + attention annealing
 
-BD3LM rows decode with sample.py at block 8, one token per step and at thresholds 0.9/0.7/0.5 (and
-at block 1 under context_causal, where the converted model decodes as an AR model); AR rows
-greedily with the KV cache. Each row trains once, one at a time, with the train.py command printed
+BD3LM rows decode with sample.py at block 8, one token per step and at thresholds 0.9/0.7/0.5; under
+context_causal + shift also at block 1 (the converted model decoding as the AR model it holds) and with
+verify=True (the same answers, the diffusion rows drafting several tokens a forward); AR rows greedily
+with the KV cache. Each row trains once, one at a time, with the train.py command printed
 before it, and lands in out_dir/results.jsonl: a row already there is skipped, so the study resumes
 where it stopped, and another seed, budget, learning rate or task only adds rows.
 
@@ -89,8 +90,9 @@ def decodings(model, d):
     out = [(f"block {BLOCK}, one token per step", a2d_fn(model, d, max_new_tokens, block_size=BLOCK))]
     out += [(f"block {BLOCK}, threshold {t}", a2d_fn(model, d, max_new_tokens, block_size=BLOCK, threshold=t))
             for t in thresholds]
-    if d["context_causal"] and d["right_shift_logits"]:  # block 1: every token from a causal row, as AR
-        out.append(("block 1 (as AR)", a2d_fn(model, d, max_new_tokens, block_size=1)))
+    if d["context_causal"] and d["right_shift_logits"]:  # block 1: every token from a causal row, as AR; verify:
+        out.append(("block 1 (as AR)", a2d_fn(model, d, max_new_tokens, block_size=1)))  # the same, drafts checked
+        out += [(f"verify, block {b}", a2d_fn(model, d, max_new_tokens, block_size=b, verify=True)) for b in (4, BLOCK)]
     return out
 
 
@@ -144,7 +146,7 @@ def tables(results):
     for r in newest(results):
         by_row.setdefault(key(r), []).append(r)
     head = ["| row | seed | steps | lr | data | held-out loss | step-1 loss | exact: one/step | 0.9 | 0.7 | 0.5 | "
-            "block 1 | tokens/fwd at 0.9 / 0.7 / 0.5 |", "|" + "---|" * 13]
+            "block 1 | verify 8 | tokens/fwd at 0.9 / 0.7 / 0.5 | verify 4 / 8 |", "|" + "---|" * 15]
     speed = ["| row | seed | steps | data | decoding | exact | tokens / forward | ms / forward | tokens/s | vs AR-SFT |",
              "|" + "---|" * 10]
     for k, rs in by_row.items():
@@ -154,8 +156,10 @@ def tables(results):
         one = "greedy, KV cache" if "greedy, KV cache" in at else f"block {BLOCK}, one token per step"
         head.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:g} | {k[4].removeprefix('synthetic:')} | "
                     f"{rs[0]['eval_loss']:.3f} | {rs[0]['first_loss']:.2f} | {ex(one)} | "
-                    + " | ".join(map(ex, th)) + f" | {ex('block 1 (as AR)')} | "
-                    + " / ".join(f"{at[d]['tok_per_fwd']:.2f}" for d in th if d in at) + " |")
+                    + " | ".join(map(ex, th)) + f" | {ex('block 1 (as AR)')} | {ex(f'verify, block {BLOCK}')} | "
+                    + " / ".join(f"{at[d]['tok_per_fwd']:.2f}" for d in th if d in at) + " | "
+                    + " / ".join(f"{at[d]['tok_per_fwd']:.2f}" for d in ("verify, block 4", f"verify, block {BLOCK}")
+                                 if d in at) + " |")
         # against the best-tuned AR-SFT of the same seed, budget and task
         ar = max((a for a in newest(results) if a["recipe"] == "AR-SFT" and (a["seed"], a["steps"], a["data"]) ==
                   (k[1], k[2], k[4])), key=lambda a: a["exact"], default=None)
