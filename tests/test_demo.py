@@ -33,7 +33,7 @@ def test_ctrl_c_in_the_demo_is_one_line_and_a_rerun_continues(tiny_dir, tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {ar_dir}/{ckpt[0]}" in r.stdout, r.stdout[-3000:]
     for row in ("| AR-SFT | greedy, KV cache | 1 |", "| reference | block 8, one token per step | 1 |",
-                "| recipe | block 8, one token per step | 1 |"):
+                "| recipe | block 8, one token per step | 1 |", "| recipe | verify, block 8 | 1 |"):
         assert row in r.stdout, r.stdout[-3000:]
     # each SFT keeps checkpoint-final alone (no training state), and a rerun with other settings trains anew
     assert sorted(os.listdir(ar_dir)) == ["checkpoint-final", "data", "heldout.jsonl", "metrics.jsonl"]
