@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir, special_ids
 
@@ -213,7 +212,7 @@ def _unmask(region, logits, cols, cand, k, step, s, generator):
     if s.begin_suppress_tokens:  # as in the reference: after the proposal, so it only lowers the confidence
         logits[..., s.begin_suppress_tokens] = -torch.inf
     if s.remasking == "low_confidence":
-        conf = F.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, n)
+        conf = logits.softmax(-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, n)
     else:  # random
         conf = torch.rand(x0.shape, device=x0.device, generator=generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
@@ -307,8 +306,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
     given = amask.bool() & (x != mask)
     amask, pos_ids = _cfg_twice(amask, s), _cfg_twice(col.expand(B, T), s)
     kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
-    # no padding: attention without a mask runs a faster kernel
-    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)
+    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)  # no mask: faster kernel
     history = [x.gather(1, answers).cpu()] if return_history else None
     report = _reporter(s, on_step, history, dev)
     steps_per_block, step, stop = math.ceil(s.steps / len(blocks)), 0, False
@@ -321,9 +319,8 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
         open_cols = ((x == mask) & window).any(0).nonzero()
         if len(open_cols) == 0:
             continue
-        # logits are needed on [wlo, whi) only; right shift needs the one before too
-        wlo, whi = int(open_cols[0]), int(open_cols[-1]) + 1
-        fs = max(wlo - 1, 0) if s.right_shift_logits else wlo
+        # only rows [fs, whi) need logits: fs predicts the first open column (under right shift it is the column before)
+        fs, whi = int(logit_rows(open_cols[0], s.right_shift_logits)), int(open_cols[-1]) + 1
         for i, k in enumerate(counts):
             cand = (x == mask) & window
             if k is None and not cand.any():
@@ -425,10 +422,9 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
     history = [x[:, P:].to("cpu", copy=True)] if return_history else None
     report, eos = _reporter(s, on_step, history, dev), torch.tensor(s.eos, device=dev)
     kv = model.new_cache(2 * B if s.cfg_scale > 0 else B, P + N)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
     num_blocks, step, stop, hi, last = math.ceil(N / bs), 0, False, P, None
     for b in range(num_blocks):
-        if stop or done.all():
+        if stop or torch.isin(x[:, P:hi], eos).any(1).all():  # every row has an EOS in a finished block
             break
         lo, hi = P + b * bs, min(P + (b + 1) * bs, P + N)  # the block
         a = lo - bs if b else 0  # the first query row: the final tokens not yet cached ride along
@@ -454,7 +450,6 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
                 break
         if s.exclude_pad_tokens:  # the reference's rule: its pad tokens are padding from now on
             valid[:, lo:hi] = x[:, lo:hi] != s.pad
-        done |= torch.isin(x[:, lo:hi], eos).any(1)
     seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x[:, P:hi].tolist()]
     return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
 
@@ -467,9 +462,8 @@ def verify_generate(model, prompts, s, generator=None, on_step=None, return_hist
     run is kept, plus the AR token after it. The answer is the model's greedy AR one; the drafts only make it faster."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
-    x, valid, P = _bd3lm_canvas(prompts, replace(s, block_size=1), dev)
-    B, N, bs, mask = len(x), s.max_new_tokens, s.block_size, s.mask_token_id
-    x, valid = F.pad(x, (0, bs), value=mask), F.pad(valid, (0, bs), value=True)  # room for the last block's drafts
+    B, N, bs, mask = len(prompts), s.max_new_tokens, s.block_size, s.mask_token_id
+    x, valid, P = _bd3lm_canvas(prompts, replace(s, block_size=1, max_new_tokens=N + bs), dev)  # + bs: the last drafts
     history = [x[:, P:P + N].to("cpu", copy=True)] if return_history else None
     report, col = _reporter(s, on_step, history, dev), torch.arange(N, device=dev)
     kv, n, c, m, step = model.new_cache(B, P + N + bs), 0, P - 1, P, 0  # cached [0, n), certain [n, c], drafts (c, m)
