@@ -1,10 +1,9 @@
 """
 The network and the diffusion math, in one file.
 
-A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config
-flags) with one switch from causal to bidirectional attention: that switch is the whole of "AR to
-diffusion", the weights stay the same. Below it sits the math that training, sampling and evaluation
-share. Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
+A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config flags) with one
+switch from causal to bidirectional attention: that switch is the whole of "AR to diffusion", the weights stay the
+same. Below it sits the math that training, sampling and evaluation share. Imports torch, safetensors and the stdlib.
 """
 
 import functools
@@ -25,6 +24,7 @@ ARCHITECTURES = {
     "a2d-qwen3": "A2DQwen3LMHeadModel", "a2d-qwen2": "A2DQwen2LMHeadModel", "a2d-llama": "A2DLlamaLMHeadModel",
 }
 ROPE_TYPES = ("default", "linear", "llama3")
+SCHEDULES = ("linear", "cosine")  # alpha(t), the noise schedule
 
 # -----------------------------------------------------------------------------
 # config
@@ -160,8 +160,7 @@ class KVCache:
 
     def __init__(self, config, batch_size, max_len, dtype, device):
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k, self.v = torch.zeros((2, *shape), dtype=dtype, device=device)  # keys and values, one buffer
         self.length, self.max_len = 0, max_len
 
     def update(self, layer, pos, k, v):  # k, v (B, Hkv, T, D)
@@ -474,10 +473,6 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
 # Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced by <|mask|>
 # otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO, where w(t) = 1/t for alpha = 1 - t:
 #     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t))
-
-SCHEDULES = ("linear", "cosine")
-
-
 def alpha(t, schedule="linear"):
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
