@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 import torch
 
 from configurator import configure, parse_value
-from sample import SETTINGS, Settings, encode, generate, load, trim
+from sample import SETTINGS, cli_load, encode, generate, trim
 
 # -----------------------------------------------------------------------------
 # command-line options (--key=value); every sample.Settings field is one too, and /set changes it
@@ -90,16 +90,10 @@ def command(line, s, messages):
 
 
 def main(given):
-    """given: the options set on the command line; those settings win over the checkpoint's."""
-    if not model_name_or_path:
-        raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
-        s = Settings(**{k: globals()[k] for k in SETTINGS})
-        (s if "method" in given else replace(s, cache="none")).check()  # before the model loads (see sample.py)
         live = sys.stdout.isatty() if visualize == "auto" else parse_value("visualize", visualize, True)
-        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
-        s = replace(s, **{k: v for k, v in d.items() if k not in given}).check()
-    except (FileNotFoundError, ValueError) as e:
+        model, tok, s = cli_load(globals(), given)
+    except ValueError as e:
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:  # while the model loads
         raise SystemExit(1)

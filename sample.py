@@ -553,24 +553,28 @@ def encode(tok, item, chat_template):
     return tok(item, add_special_tokens=False).input_ids
 
 
-def main(given):
-    """given: the options set on the command line; they win over the checkpoint's defaults, which win over Settings'."""
-    from tqdm import tqdm
-    if not model_name_or_path:
+def cli_load(g, given):
+    """sample.py's and chat.py's start -> (model, tokenizer, settings); bad settings fail before the model loads. g: the
+    script's options; given: those set on the command line, which win over the checkpoint's, which beat Settings'."""
+    if not g["model_name_or_path"]:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
+    try:
+        cli = Settings(**{k: g[k] for k in SETTINGS})
+        (cli if "method" in given else replace(cli, cache="none")).check()  # a cache's choices wait for the method
+        model, tok, d = load(g["model_name_or_path"], dtype=g["dtype"] or None, device=g["device"] or None)
+        return model, tok, replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def main(given):
+    from tqdm import tqdm
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
     if output and (os.path.isdir(output) or not os.path.isdir(os.path.dirname(os.path.abspath(output)))):
         raise SystemExit(f"error: --output={output!r} must name a file in an existing directory")
-    try:
-        cli = Settings(**{k: globals()[k] for k in SETTINGS})
-        # before the model loads, to fail at once; a cache's choices wait for the checkpoint's method
-        (cli if "method" in given else replace(cli, cache="none")).check()
-        items = read_prompts(prompt, prompt_file)
-        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
-        s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+    items = read_prompts(prompt, prompt_file)  # before the model loads, to fail at once
+    model, tok, s = cli_load(globals(), given)
     limit = max_length or model.config.max_position_embeddings
     budget = limit - s.max_new_tokens
     if budget < 1:
