@@ -504,8 +504,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
 def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
     """q(x_t | x_0): mask scored tokens (label != -100) with prob 1 - alpha(t), t (B,) or (B, L) -> (x_t, masked)."""
     p_mask = (1 - alpha(t, schedule)).reshape(len(t), -1)  # (B, 1) or (B, L)
-    u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    masked = (u < p_mask) & (labels != -100)
+    masked = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < p_mask) & (labels != -100)
     return torch.where(masked, mask_token_id, input_ids), masked
 
 
@@ -646,9 +645,7 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
 def bd3lm_logit_rows(i, L, block_size, right_shift_logits=False):
     """The x_t ⊕ x_0 forward's row whose logit predicts x_t token i: i, or under right shift the row before it, for a
     block's first token the clean stream's (as the sampler reads it: the noisy row before belongs to another block)."""
-    if not right_shift_logits:
-        return i
-    return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True))
+    return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True)) if right_shift_logits else i
 
 
 def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, full_mask=None,
@@ -658,9 +655,8 @@ def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=N
     B, L = xt.shape
     if full_mask is None:
         full_mask = bd3lm_mask(L, block_size, xt.device, attention_mask, context_causal)
-    pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
-    return model(torch.cat([xt, x0], 1), attention_mask=full_mask, position_ids=pos, causal=False,
-                 logits_slice=logits_slice)
+    return model(torch.cat([xt, x0], 1), attention_mask=full_mask, causal=False, logits_slice=logits_slice,
+                 position_ids=torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L))
 
 
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",

@@ -470,9 +470,8 @@ def verify_generate(model, prompts, s, generator=None, on_step=None, return_hist
     while c < P + N - 1:
         hi = min(m + bs, x.shape[1])
         am, pos = _block_causal(valid, n, hi, hi, m)  # [n, m) causal; the masks [m, hi) see everything up to hi
-        h = model(x[:, n:hi], attention_mask=am, position_ids=pos, causal=False, cache=kv, cache_pos=n,
-                  return_hidden=True)
-        logits = model.lm_head(h[:, c - n:hi - n - 1])  # row i predicts token i + 1: c + 1 .. m, then drafts to hi - 1
+        logits = model(x[:, n:hi], attention_mask=am, position_ids=pos, causal=False, cache=kv, cache_pos=n,
+                       logits_slice=slice(c - n, hi - n - 1))  # rows c .. hi - 2 predict c + 1 .. m, then the drafts
         logits[..., [mask, *(s.suppress_tokens or [])]] = -torch.inf
         pred = logits.argmax(-1)
         k = int((x[:, c + 1:m] == pred[:, :m - c - 1]).long().cumprod(1).sum(1).min())  # drafts confirmed in every row
