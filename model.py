@@ -92,9 +92,8 @@ class Config:
         if d["model_type"] == "qwen2":
             d.pop("attention_bias", None)  # qwen2's biases are fixed (see Attention), not switched
         known = {f.name for f in fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["extra"] = {k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")}
-        return cls(**kw)
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   extra={k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")})
 
     def to_hf(self):
         """The config.json dict in the layout of the Hub's Qwen3/Llama checkpoints (transformers 4.x)."""
@@ -114,8 +113,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
-        h = x.float()
+        h = x.float()  # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
         return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
@@ -295,8 +293,7 @@ class Model(nn.Module):
             else:
                 position_ids = (pos + torch.arange(T, device=dev)).expand(B, T)
 
-        # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
-        mask = attention_mask
+        mask = attention_mask  # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
         if isinstance(mask, torch.Tensor):
             if mask.ndim not in (2, 4) or mask.ndim == 2 and mask.shape[1] != kv_len:
                 raise ValueError(f"attention_mask must be (B, {kv_len}) or (B, 1, {T}, {kv_len}), got {tuple(mask.shape)}")
