@@ -412,8 +412,7 @@ def _block_causal(valid, a, hi, block_size, causal_below=0):
 def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
     """BD3LM sampling with an exact KV cache, of final tokens only: a step runs just the current block against it. Final
     tokens enter the cache riding along with the next step, which writes their K/V as it denoises: the prompt with the
-    first block's first step, each finished block with the next block's; so NFE = steps. Stops once every row has an EOS
-    in a finished block, as the reference does, even with stop_at_eos=False: the rest would continue ended answers."""
+    first block's first step, each finished block with the next block's; so NFE = steps."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     x, valid, P = _bd3lm_canvas(prompts, s, dev)
@@ -424,7 +423,7 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
     kv = model.new_cache(2 * B if s.cfg_scale > 0 else B, P + N)
     num_blocks, step, stop, hi, last = math.ceil(N / bs), 0, False, P, None
     for b in range(num_blocks):
-        if stop or torch.isin(x[:, P:hi], eos).any(1).all():  # every row has an EOS in a finished block
+        if stop or torch.isin(x[:, P:hi], eos).any(1).all():  # all ended: the reference stops too, whatever stop_at_eos
             break
         lo, hi = P + b * bs, min(P + (b + 1) * bs, P + N)  # the block
         a = lo - bs if b else 0  # the first query row: the final tokens not yet cached ride along
@@ -553,15 +552,16 @@ def encode(tok, item, chat_template):
 
 
 def cli_load(g, given):
-    """sample.py's and chat.py's start -> (model, tokenizer, settings); bad settings fail before the model loads. g: the
-    script's options; given: those set on the command line, which win over the checkpoint's, which beat Settings'."""
+    """sample.py's and chat.py's start -> (model, tokenizer, settings, generator seeded by --seed); bad settings fail
+    before the model loads. g: the script's options; given: those the command line set, which beat the checkpoint's."""
     if not g["model_name_or_path"]:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
         cli = Settings(**{k: g[k] for k in SETTINGS})
         (cli if "method" in given else replace(cli, cache="none")).check()  # a cache's choices wait for the method
         model, tok, d = load(g["model_name_or_path"], dtype=g["dtype"] or None, device=g["device"] or None)
-        return model, tok, replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
+        s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
+        return model, tok, s, torch.Generator(device=model.lm_head.weight.device).manual_seed(g["seed"])
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}")
 
@@ -573,7 +573,7 @@ def main(given):
     if output and (os.path.isdir(output) or not os.path.isdir(os.path.dirname(os.path.abspath(output)))):
         raise SystemExit(f"error: --output={output!r} must name a file in an existing directory")
     items = read_prompts(prompt, prompt_file)  # before the model loads, to fail at once
-    model, tok, s = cli_load(globals(), given)
+    model, tok, s, gen = cli_load(globals(), given)
     limit = max_length or model.config.max_position_embeddings
     budget = limit - s.max_new_tokens
     if budget < 1:
@@ -591,7 +591,6 @@ def main(given):
     if not s.parallel and s.steps > s.max_new_tokens:
         print(f"note: --steps={s.steps} > --max_new_tokens={s.max_new_tokens}: one token per step at most, so "
               f"{s.max_new_tokens} forward passes", file=sys.stderr)
-    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
     # a block takes at most block_size steps when threshold / factor decide
     per_batch = num_blocks * (s.block_size if s.parallel else math.ceil(s.steps / num_blocks))
