@@ -146,9 +146,8 @@ def rope_cos_sin(inv_freq, position_ids, dtype):
 
 def apply_rope(x, cos, sin):
     # x (B, H, T, D); cos/sin (B, T, D); rotate the two halves of the head dim
-    cos, sin = cos[:, None], sin[:, None]
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return x * cos[:, None] + torch.cat([-x2, x1], dim=-1) * sin[:, None]
 
 
 class KVCache:
@@ -490,8 +489,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
     """n times in [eps, 1), optionally clipped to [low, high]. antithetic: one uniform offset u, then
     t_i = (u + i/n) mod 1, so the batch covers [0, 1) evenly (the MDLM paper's variance reduction)."""
     if antithetic:
-        u = torch.rand(1, generator=generator, device=device)
-        r = (u + torch.arange(n, device=device) / n) % 1
+        r = (torch.rand(1, generator=generator, device=device) + torch.arange(n, device=device) / n) % 1
     else:
         r = torch.rand(n, generator=generator, device=device)
     lo, hi = max(eps, low), min(1.0, high)

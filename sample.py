@@ -143,9 +143,8 @@ def load(model_name_or_path, dtype=None, device=None):
 # -----------------------------------------------------------------------------
 # what both samplers share: how many to unmask, what to propose, which to commit, guidance
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
-    """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps, right-padded with zeros. Each step unmasks
-    round_half_even(n_left * p) (or a binomial draw); steps that would unmask nothing are dropped: the model is not
-    conditioned on t, so they would only repeat the same forward."""
+    """Masked counts (B,) -> tokens to unmask per step (B, S <= steps), zero-padded: n_left * p rounded half to even
+    (or a binomial draw). Steps that unmask nothing are dropped: the model ignores t, so they would redo a forward."""
     # p = P(unmask | masked) from t = k/K to (k-1)/K, 1/k for the linear alpha, in float32 as in the reference's
     # scheduler: its rounding decides the x.5 ties below (3 masks, 6 steps: 3 * 0.16666669 rounds to 1, not 0).
     a = alpha(torch.tensor([k / steps for k in range(steps, -1, -1)], dtype=torch.float32))  # t = 1 .. 0
@@ -368,10 +367,8 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
     lens = torch.tensor([len(p) for p in inputs], device=model.lm_head.weight.device)
     T = int(lens.max())
     s = replace(s, block_size=s.block_size or T).check()
-    blocks = []
-    for a in range(0, T, s.block_size):  # the candidates are the block's own masks
-        start, end = torch.full_like(lens, a), lens.clamp(max=a + s.block_size)
-        blocks.append((start, end, start, end))
+    # (start, end) twice: the schedule counts the block's own masks, and those are the candidates
+    blocks = [(torch.full_like(lens, a), lens.clamp(max=a + s.block_size)) * 2 for a in range(0, T, s.block_size)]
     answers = torch.arange(T, device=lens.device).expand(len(inputs), T)  # every column
     out = _mdlm(model, inputs, blocks, answers, s, generator, on_step, return_history)
     out.sequences = [row[:n] for row, n in zip(out.sequences, lens.tolist())]
