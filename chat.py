@@ -19,10 +19,8 @@ import shutil
 import sys
 from dataclasses import asdict, replace
 
-import torch
-
 from configurator import configure, parse_value
-from sample import SETTINGS, Settings, encode, generate, load, trim
+from sample import SETTINGS, cli_load, encode, generate, trim
 
 # -----------------------------------------------------------------------------
 # command-line options (--key=value); every sample.Settings field is one too, and /set changes it
@@ -39,9 +37,8 @@ globals().update(SETTINGS, stop_at_eos=True)  # method, block_size, the token id
 def render(tok, ids, mask_token_id, eos_token_id, placeholder="░"):
     """One canvas row -> text: masks as placeholders, cut at the first EOS; runs decoded together (whole characters)."""
     eos = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
-    runs = itertools.groupby(trim(ids, eos), key=lambda t: t == mask_token_id)
     return "".join(placeholder * len(list(run)) if masked else tok.decode(list(run), skip_special_tokens=True)
-                   for masked, run in runs)
+                   for masked, run in itertools.groupby(trim(ids, eos), key=lambda t: t == mask_token_id))
 
 
 def render_frames(tok, history, mask_token_id, eos_token_id, row=0, placeholder="░"):
@@ -90,16 +87,10 @@ def command(line, s, messages):
 
 
 def main(given):
-    """given: the options set on the command line; those settings win over the checkpoint's."""
-    if not model_name_or_path:
-        raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
-        s = Settings(**{k: globals()[k] for k in SETTINGS})
-        (s if "method" in given else replace(s, cache="none")).check()  # before the model loads (see sample.py)
         live = sys.stdout.isatty() if visualize == "auto" else parse_value("visualize", visualize, True)
-        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
-        s = replace(s, **{k: v for k, v in d.items() if k not in given}).check()
-    except (FileNotFoundError, ValueError) as e:
+        model, tok, s, gen = cli_load(globals(), given)
+    except ValueError as e:
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:  # while the model loads
         raise SystemExit(1)
@@ -108,7 +99,7 @@ def main(given):
     info = sys.stdout if (tty := sys.stdout.isatty()) else sys.stderr  # on a pipe, stdout carries answers only
     if tty and sys.stdin.isatty() and importlib.util.find_spec("readline"):  # not on every platform
         import readline  # noqa: F401  (line editing and history for input())
-    gen, messages = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed), []
+    messages = []
     print(f"{model_name_or_path}: {s.method}, block {s.block_size}, {str(model.lm_head.weight.dtype)[6:]},",
           "chat." if chat_template else "raw continuation (Enter alone: from scratch).", "/help for commands.", file=info)
     while True:

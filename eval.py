@@ -200,8 +200,7 @@ class A2DLM(LM):
 
     def encode_pair(self, context, continuation):
         """Trailing context spaces go to the continuation (' 42', not ' ' + '42'); diffusion needs no context."""
-        stripped = context.rstrip()
-        context, continuation = stripped, context[len(stripped):] + continuation
+        context, continuation = context.rstrip(), context[len(context.rstrip()):] + continuation
         ctx, whole = self.encode(context), self.encode(context + continuation)
         if whole[:len(ctx)] != ctx:  # the joint encoding merged across the boundary: encode apart
             return ctx, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]

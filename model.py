@@ -1,10 +1,9 @@
 """
 The network and the diffusion math, in one file.
 
-A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config
-flags) with one switch from causal to bidirectional attention: that switch is the whole of "AR to
-diffusion", the weights stay the same. Below it sits the math that training, sampling and evaluation
-share. Imports only torch, safetensors and the standard library (huggingface_hub lazily, for hub ids).
+A decoder-only transformer for the Qwen3, Qwen2 and Llama families (their differences are config flags) with one
+switch from causal to bidirectional attention: that switch is the whole of "AR to diffusion", the weights stay the
+same. Below it sits the math that training, sampling and evaluation share. Imports torch, safetensors and the stdlib.
 """
 
 import functools
@@ -25,6 +24,7 @@ ARCHITECTURES = {
     "a2d-qwen3": "A2DQwen3LMHeadModel", "a2d-qwen2": "A2DQwen2LMHeadModel", "a2d-llama": "A2DLlamaLMHeadModel",
 }
 ROPE_TYPES = ("default", "linear", "llama3")
+SCHEDULES = ("linear", "cosine")  # alpha(t), the noise schedule
 
 # -----------------------------------------------------------------------------
 # config
@@ -92,9 +92,8 @@ class Config:
         if d["model_type"] == "qwen2":
             d.pop("attention_bias", None)  # qwen2's biases are fixed (see Attention), not switched
         known = {f.name for f in fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in known}
-        kw["extra"] = {k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")}
-        return cls(**kw)
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   extra={k: v for k, v in d.items() if k not in known and k not in ("architectures", "dtype")})
 
     def to_hf(self):
         """The config.json dict in the layout of the Hub's Qwen3/Llama checkpoints (transformers 4.x)."""
@@ -114,8 +113,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
-        h = x.float()
+        h = x.float()  # normalise in fp32, scale in the input dtype: the order HF uses, needed for bit parity
         return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
@@ -148,9 +146,8 @@ def rope_cos_sin(inv_freq, position_ids, dtype):
 
 def apply_rope(x, cos, sin):
     # x (B, H, T, D); cos/sin (B, T, D); rotate the two halves of the head dim
-    cos, sin = cos[:, None], sin[:, None]
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return x * cos[:, None] + torch.cat([-x2, x1], dim=-1) * sin[:, None]
 
 
 class KVCache:
@@ -160,8 +157,7 @@ class KVCache:
 
     def __init__(self, config, batch_size, max_len, dtype, device):
         shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k, self.v = torch.zeros((2, *shape), dtype=dtype, device=device)  # keys and values, one buffer
         self.length, self.max_len = 0, max_len
 
     def update(self, layer, pos, k, v):  # k, v (B, Hkv, T, D)
@@ -296,8 +292,7 @@ class Model(nn.Module):
             else:
                 position_ids = (pos + torch.arange(T, device=dev)).expand(B, T)
 
-        # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
-        mask = attention_mask
+        mask = attention_mask  # one mask for every layer: True = may attend, shape (B or 1, 1, T, kv_len)
         if isinstance(mask, torch.Tensor):
             if mask.ndim not in (2, 4) or mask.ndim == 2 and mask.shape[1] != kv_len:
                 raise ValueError(f"attention_mask must be (B, {kv_len}) or (B, 1, {T}, {kv_len}), got {tuple(mask.shape)}")
@@ -474,10 +469,6 @@ def default_dtype(device, cpuinfo="/proc/cpuinfo"):
 # Masked diffusion: at time t in [0, 1] each token is kept with probability alpha(t) and replaced by <|mask|>
 # otherwise (alpha(0) = 1: clean, alpha(1) = 0: all masks). The negative ELBO, where w(t) = 1/t for alpha = 1 - t:
 #     E_t E_{x_t} [ w(t) * sum_{i masked} -log p(x0_i | x_t) ],  w(t) = -alpha'(t) / (1 - alpha(t))
-
-SCHEDULES = ("linear", "cosine")
-
-
 def alpha(t, schedule="linear"):
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
@@ -498,8 +489,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
     """n times in [eps, 1), optionally clipped to [low, high]. antithetic: one uniform offset u, then
     t_i = (u + i/n) mod 1, so the batch covers [0, 1) evenly (the MDLM paper's variance reduction)."""
     if antithetic:
-        u = torch.rand(1, generator=generator, device=device)
-        r = (u + torch.arange(n, device=device) / n) % 1
+        r = (torch.rand(1, generator=generator, device=device) + torch.arange(n, device=device) / n) % 1
     else:
         r = torch.rand(n, generator=generator, device=device)
     lo, hi = max(eps, low), min(1.0, high)
@@ -509,8 +499,7 @@ def sample_t(n, eps=1e-3, antithetic=False, low=0.0, high=1.0, generator=None, d
 def forward_mask(input_ids, labels, t, mask_token_id, schedule="linear", generator=None):
     """q(x_t | x_0): mask scored tokens (label != -100) with prob 1 - alpha(t), t (B,) or (B, L) -> (x_t, masked)."""
     p_mask = (1 - alpha(t, schedule)).reshape(len(t), -1)  # (B, 1) or (B, L)
-    u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    masked = (u < p_mask) & (labels != -100)
+    masked = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < p_mask) & (labels != -100)
     return torch.where(masked, mask_token_id, input_ids), masked
 
 
@@ -651,9 +640,7 @@ def mdlm_loss(model, input_ids, labels, xt, masked, t, attention_mask=None, sche
 def bd3lm_logit_rows(i, L, block_size, right_shift_logits=False):
     """The x_t ⊕ x_0 forward's row whose logit predicts x_t token i: i, or under right shift the row before it, for a
     block's first token the clean stream's (as the sampler reads it: the noisy row before belongs to another block)."""
-    if not right_shift_logits:
-        return i
-    return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True))
+    return torch.where((i % block_size == 0) & (i > 0), L + i - 1, logit_rows(i, True)) if right_shift_logits else i
 
 
 def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=None, full_mask=None,
@@ -663,9 +650,8 @@ def bd3lm_forward(model, xt, x0, block_size, attention_mask=None, logits_slice=N
     B, L = xt.shape
     if full_mask is None:
         full_mask = bd3lm_mask(L, block_size, xt.device, attention_mask, context_causal)
-    pos = torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L)
-    return model(torch.cat([xt, x0], 1), attention_mask=full_mask, position_ids=pos, causal=False,
-                 logits_slice=logits_slice)
+    return model(torch.cat([xt, x0], 1), attention_mask=full_mask, causal=False, logits_slice=logits_slice,
+                 position_ids=torch.arange(L, device=xt.device).repeat(2)[None].expand(B, 2 * L))
 
 
 def bd3lm_loss(model, input_ids, labels, xt, masked, t, block_size, attention_mask=None, schedule="linear",

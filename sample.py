@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from model import Model, alpha, default_dtype, logit_rows, resolve_model_dir, special_ids
 
@@ -144,9 +143,8 @@ def load(model_name_or_path, dtype=None, device=None):
 # -----------------------------------------------------------------------------
 # what both samplers share: how many to unmask, what to propose, which to commit, guidance
 def transfer_schedule(n_masked, steps, stochastic=False, generator=None):
-    """Masked counts (B,) -> tokens to unmask per step (B, S), S <= steps, right-padded with zeros. Each step unmasks
-    round_half_even(n_left * p) (or a binomial draw); steps that would unmask nothing are dropped: the model is not
-    conditioned on t, so they would only repeat the same forward."""
+    """Masked counts (B,) -> tokens to unmask per step (B, S <= steps), zero-padded: n_left * p rounded half to even
+    (or a binomial draw). Steps that unmask nothing are dropped: the model ignores t, so they would redo a forward."""
     # p = P(unmask | masked) from t = k/K to (k-1)/K, 1/k for the linear alpha, in float32 as in the reference's
     # scheduler: its rounding decides the x.5 ties below (3 masks, 6 steps: 3 * 0.16666669 rounds to 1, not 0).
     a = alpha(torch.tensor([k / steps for k in range(steps, -1, -1)], dtype=torch.float32))  # t = 1 .. 0
@@ -213,7 +211,7 @@ def _unmask(region, logits, cols, cand, k, step, s, generator):
     if s.begin_suppress_tokens:  # as in the reference: after the proposal, so it only lowers the confidence
         logits[..., s.begin_suppress_tokens] = -torch.inf
     if s.remasking == "low_confidence":
-        conf = F.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, n)
+        conf = logits.softmax(-1).gather(-1, x0[..., None]).squeeze(-1)  # (B, n)
     else:  # random
         conf = torch.rand(x0.shape, device=x0.device, generator=generator)
     # full-width rows, -inf outside the candidates: the reference ranks exactly these rows
@@ -307,8 +305,7 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
     given = amask.bool() & (x != mask)
     amask, pos_ids = _cfg_twice(amask, s), _cfg_twice(col.expand(B, T), s)
     kv = model.new_cache(amask.shape[0], T) if s.cache != "none" else None
-    # no padding: attention without a mask runs a faster kernel
-    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)
+    kw = dict(attention_mask=None if amask.all() else amask, causal=False, return_hidden=True)  # no mask: faster kernel
     history = [x.gather(1, answers).cpu()] if return_history else None
     report = _reporter(s, on_step, history, dev)
     steps_per_block, step, stop = math.ceil(s.steps / len(blocks)), 0, False
@@ -321,9 +318,8 @@ def _mdlm(model, rows, blocks, answers, s, generator, on_step, return_history):
         open_cols = ((x == mask) & window).any(0).nonzero()
         if len(open_cols) == 0:
             continue
-        # logits are needed on [wlo, whi) only; right shift needs the one before too
-        wlo, whi = int(open_cols[0]), int(open_cols[-1]) + 1
-        fs = max(wlo - 1, 0) if s.right_shift_logits else wlo
+        # only rows [fs, whi) need logits: fs predicts the first open column (under right shift it is the column before)
+        fs, whi = int(logit_rows(open_cols[0], s.right_shift_logits)), int(open_cols[-1]) + 1
         for i, k in enumerate(counts):
             cand = (x == mask) & window
             if k is None and not cand.any():
@@ -371,10 +367,8 @@ def infill(model, inputs, settings=None, generator=None, on_step=None, return_hi
     lens = torch.tensor([len(p) for p in inputs], device=model.lm_head.weight.device)
     T = int(lens.max())
     s = replace(s, block_size=s.block_size or T).check()
-    blocks = []
-    for a in range(0, T, s.block_size):  # the candidates are the block's own masks
-        start, end = torch.full_like(lens, a), lens.clamp(max=a + s.block_size)
-        blocks.append((start, end, start, end))
+    # (start, end) twice: the schedule counts the block's own masks, and those are the candidates
+    blocks = [(torch.full_like(lens, a), lens.clamp(max=a + s.block_size)) * 2 for a in range(0, T, s.block_size)]
     answers = torch.arange(T, device=lens.device).expand(len(inputs), T)  # every column
     out = _mdlm(model, inputs, blocks, answers, s, generator, on_step, return_history)
     out.sequences = [row[:n] for row, n in zip(out.sequences, lens.tolist())]
@@ -415,8 +409,7 @@ def _block_causal(valid, a, hi, block_size, causal_below=0):
 def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_history=False):
     """BD3LM sampling with an exact KV cache, of final tokens only: a step runs just the current block against it. Final
     tokens enter the cache riding along with the next step, which writes their K/V as it denoises: the prompt with the
-    first block's first step, each finished block with the next block's; so NFE = steps. Stops once every row has an EOS
-    in a finished block, as the reference does, even with stop_at_eos=False: the rest would continue ended answers."""
+    first block's first step, each finished block with the next block's; so NFE = steps."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
     x, valid, P = _bd3lm_canvas(prompts, s, dev)
@@ -425,10 +418,9 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
     history = [x[:, P:].to("cpu", copy=True)] if return_history else None
     report, eos = _reporter(s, on_step, history, dev), torch.tensor(s.eos, device=dev)
     kv = model.new_cache(2 * B if s.cfg_scale > 0 else B, P + N)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
     num_blocks, step, stop, hi, last = math.ceil(N / bs), 0, False, P, None
     for b in range(num_blocks):
-        if stop or done.all():
+        if stop or torch.isin(x[:, P:hi], eos).any(1).all():  # all ended: the reference stops too, whatever stop_at_eos
             break
         lo, hi = P + b * bs, min(P + (b + 1) * bs, P + N)  # the block
         a = lo - bs if b else 0  # the first query row: the final tokens not yet cached ride along
@@ -454,7 +446,6 @@ def bd3lm_generate(model, prompts, s, generator=None, on_step=None, return_histo
                 break
         if s.exclude_pad_tokens:  # the reference's rule: its pad tokens are padding from now on
             valid[:, lo:hi] = x[:, lo:hi] != s.pad
-        done |= torch.isin(x[:, lo:hi], eos).any(1)
     seqs = [trim(q, s.eos) if s.stop_at_eos else q for q in x[:, P:hi].tolist()]
     return GenerateOutput(seqs, step, _synced_time(dev) - t0, history)
 
@@ -467,18 +458,16 @@ def verify_generate(model, prompts, s, generator=None, on_step=None, return_hist
     run is kept, plus the AR token after it. The answer is the model's greedy AR one; the drafts only make it faster."""
     dev = model.lm_head.weight.device
     t0 = _synced_time(dev)
-    x, valid, P = _bd3lm_canvas(prompts, replace(s, block_size=1), dev)
-    B, N, bs, mask = len(x), s.max_new_tokens, s.block_size, s.mask_token_id
-    x, valid = F.pad(x, (0, bs), value=mask), F.pad(valid, (0, bs), value=True)  # room for the last block's drafts
+    B, N, bs, mask = len(prompts), s.max_new_tokens, s.block_size, s.mask_token_id
+    x, valid, P = _bd3lm_canvas(prompts, replace(s, block_size=1, max_new_tokens=N + bs), dev)  # + bs: the last drafts
     history = [x[:, P:P + N].to("cpu", copy=True)] if return_history else None
     report, col = _reporter(s, on_step, history, dev), torch.arange(N, device=dev)
     kv, n, c, m, step = model.new_cache(B, P + N + bs), 0, P - 1, P, 0  # cached [0, n), certain [n, c], drafts (c, m)
     while c < P + N - 1:
         hi = min(m + bs, x.shape[1])
         am, pos = _block_causal(valid, n, hi, hi, m)  # [n, m) causal; the masks [m, hi) see everything up to hi
-        h = model(x[:, n:hi], attention_mask=am, position_ids=pos, causal=False, cache=kv, cache_pos=n,
-                  return_hidden=True)
-        logits = model.lm_head(h[:, c - n:hi - n - 1])  # row i predicts token i + 1: c + 1 .. m, then drafts to hi - 1
+        logits = model(x[:, n:hi], attention_mask=am, position_ids=pos, causal=False, cache=kv, cache_pos=n,
+                       logits_slice=slice(c - n, hi - n - 1))  # rows c .. hi - 2 predict c + 1 .. m, then the drafts
         logits[..., [mask, *(s.suppress_tokens or [])]] = -torch.inf
         pred = logits.argmax(-1)
         k = int((x[:, c + 1:m] == pred[:, :m - c - 1]).long().cumprod(1).sum(1).min())  # drafts confirmed in every row
@@ -559,24 +548,29 @@ def encode(tok, item, chat_template):
     return tok(item, add_special_tokens=False).input_ids
 
 
-def main(given):
-    """given: the options set on the command line; they win over the checkpoint's defaults, which win over Settings'."""
-    from tqdm import tqdm
-    if not model_name_or_path:
+def cli_load(g, given):
+    """sample.py's and chat.py's start -> (model, tokenizer, settings, generator seeded by --seed); bad settings fail
+    before the model loads. g: the script's options; given: those the command line set, which beat the checkpoint's."""
+    if not g["model_name_or_path"]:
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
+    try:
+        cli = Settings(**{k: g[k] for k in SETTINGS})
+        (cli if "method" in given else replace(cli, cache="none")).check()  # a cache's choices wait for the method
+        model, tok, d = load(g["model_name_or_path"], dtype=g["dtype"] or None, device=g["device"] or None)
+        s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
+        return model, tok, s, torch.Generator(device=model.lm_head.weight.device).manual_seed(g["seed"])
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def main(given):
+    from tqdm import tqdm
     if batch_size < 1:
         raise SystemExit(f"error: --batch_size must be >= 1, got {batch_size}")
     if output and (os.path.isdir(output) or not os.path.isdir(os.path.dirname(os.path.abspath(output)))):
         raise SystemExit(f"error: --output={output!r} must name a file in an existing directory")
-    try:
-        cli = Settings(**{k: globals()[k] for k in SETTINGS})
-        # before the model loads, to fail at once; a cache's choices wait for the checkpoint's method
-        (cli if "method" in given else replace(cli, cache="none")).check()
-        items = read_prompts(prompt, prompt_file)
-        model, tok, d = load(model_name_or_path, dtype=dtype or None, device=device or None)
-        s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+    items = read_prompts(prompt, prompt_file)  # before the model loads, to fail at once
+    model, tok, s, gen = cli_load(globals(), given)
     limit = max_length or model.config.max_position_embeddings
     budget = limit - s.max_new_tokens
     if budget < 1:
@@ -594,7 +588,6 @@ def main(given):
     if not s.parallel and s.steps > s.max_new_tokens:
         print(f"note: --steps={s.steps} > --max_new_tokens={s.max_new_tokens}: one token per step at most, so "
               f"{s.max_new_tokens} forward passes", file=sys.stderr)
-    gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     batches = [range(i, min(i + batch_size, len(ids))) for i in range(0, len(ids), batch_size)]
     # a block takes at most block_size steps when threshold / factor decide
     per_batch = num_blocks * (s.block_size if s.parallel else math.ceil(s.steps / num_blocks))

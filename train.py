@@ -109,6 +109,11 @@ wandb_project = "nanoA2D"
 wandb_run_name = ""
 # -----------------------------------------------------------------------------
 
+_CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=("ddp", "fsdp"),
+                schedule=("linear", "cosine"), loss_weight_type=("scheduler", "uniform"),
+                loss_norm_type=("token", "sequence", "batch"), lr_scheduler_type=("cosine", "linear", "constant"),
+                truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"),
+                final_dtype=("auto", "bfloat16", "float32"))
 _rank, _world, _device = 0, 1, torch.device("cpu")  # set by setup_distributed
 _stop = 0  # the first Ctrl-C or SIGTERM that asks the run to stop: save, then exit 128 + _stop
 
@@ -120,13 +125,6 @@ def print0(*a):
 
 def options():  # the run's settings, as trainer_state.json records them
     return {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, bool))}
-
-
-_CHOICES = dict(objective=("mdlm", "bd3lm", "ar"), task=("pt", "sft"), parallel=("ddp", "fsdp"),
-                schedule=("linear", "cosine"), loss_weight_type=("scheduler", "uniform"),
-                loss_norm_type=("token", "sequence", "batch"), lr_scheduler_type=("cosine", "linear", "constant"),
-                truncation=("right", "filter"), dtype=("auto", "bfloat16", "float32"), device=("auto", "cpu", "cuda"),
-                final_dtype=("auto", "bfloat16", "float32"))
 
 
 def check_options():  # before any heavy work; each error says what to do
@@ -332,13 +330,11 @@ def token_stream(rows, encode, eos):  # documents -> the token ids of their text
 
 
 def write_tokens(rows, encode, eos, path):  # -> the token count of a flat uint32 file, written atomically
-    n = 0
     with open(path + ".tmp", "wb") as f:
         for ids in token_stream(rows, encode, eos):
             np.asarray(ids, dtype=np.uint32).tofile(f)
-            n += len(ids)
     os.replace(path + ".tmp", path)
-    return n
+    return os.path.getsize(path) // 4  # 4 bytes a token
 
 
 class Chunks:  # a flat uint32 token file seen as rows (ids, prompt_len=0) of max_length tokens
