@@ -179,23 +179,26 @@ def draw(results, path):
         return print(f"notice: no plot ({path}): pip install matplotlib, then rerun with --report=True")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (speed, budget) = plt.subplots(1, 2, figsize=(12, 4.2))
     mine = [r for r in newest(results) if (r["data"], r["seed"], r["lr"]) == (data, seed, lr)
             and "block 1" not in r["decoding"]]
+    curve = len({r["steps"] for r in mine}) > 1  # the right panel once a second budget is trained
+    fig, axes = plt.subplots(1, 1 + curve, figsize=(6 + 6 * curve, 4.2), squeeze=False)
+    speed, budget = axes[0][0], axes[0][-1]
     for name, style in (("AR-SFT", "*"), ("reference", "s-"), ("recipe", "o-")):
         rs = [r for r in mine if r["recipe"] == name]
         pts = sorted((r["tps"], r["exact"]) for r in rs if r["steps"] == steps)
         if pts:
             speed.plot(*zip(*pts), style, markersize=12 if name == "AR-SFT" else 6, label=name)
         one = sorted((r["steps"], r["exact"]) for r in rs if r["decoding"].endswith(("KV cache", "one token per step")))
-        if one:
+        if curve and one:
             budget.plot(*zip(*one), style.replace("*", "*-"), label=name)
-    speed.set(xlabel="answer tokens / s, batch 1 (one token per step, then thresholds 0.9 / 0.7 / 0.5)",
+    speed.set(xlabel="answer tokens / s, batch 1 (one token per step, thresholds 0.9 / 0.7 / 0.5, verify)",
               ylabel="exact match", title=f"{data}, SmolLM2-135M, {steps} SFT steps x 8")
-    budget.set(xscale="log", xlabel="SFT steps of 8 chats", ylabel="exact match (one token per step; AR greedy)",
-               title="the budget each needs")
-    budget.set_xticks([80, 160, 320, 640], ["80", "160", "320", "640"])
-    for ax in (speed, budget):
+    if curve:
+        budget.set(xscale="log", xlabel="SFT steps of 8 chats", ylabel="exact match (one token per step; AR greedy)",
+                   title="the budget each needs")
+        budget.set_xticks([80, 160, 320, 640], ["80", "160", "320", "640"])
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
