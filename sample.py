@@ -555,7 +555,8 @@ def cli_load(g, given):
         raise SystemExit("error: --model_name_or_path is required (a checkpoint dir written by convert.py or train.py)")
     try:
         cli = Settings(**{k: g[k] for k in SETTINGS})
-        (cli if "method" in given else replace(cli, cache="none")).check()  # a cache's choices wait for the method
+        # what depends on the checkpoint (the cache's choices, verify's options) is checked once it is read
+        replace(cli, verify=False, **({} if "method" in given else dict(cache="none"))).check()
         model, tok, d = load(g["model_name_or_path"], dtype=g["dtype"] or None, device=g["device"] or None)
         s = replace(cli, **{k: v for k, v in d.items() if k not in given}).check()
         return model, tok, s, torch.Generator(device=model.lm_head.weight.device).manual_seed(g["seed"])

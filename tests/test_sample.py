@@ -6,6 +6,7 @@ fast-decoding rules, EOS handling and the CLI."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -533,6 +534,21 @@ def test_cli_prompt_file_jsonl_and_errors(tiny_dir, tmp_path):
                           (f"--prompt_file={bad}", "bad.jsonl:2 is not valid JSON")):
         r = run_cli("--model_name_or_path=/nonexistent/dir", flag)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # --verify=True is checked against the checkpoint's options (context_causal, shift), not the CLI's defaults
+    cc = tmp_path / "cc"
+    shutil.copytree(tiny_dir, cc)
+    cfg = json.loads((cc / "config.json").read_text())
+    (cc / "config.json").write_text(json.dumps({**cfg, "context_causal": True, "right_shift_logits": True}))
+    r = run_cli(f"--model_name_or_path={cc}", "--prompt=hi", "--verify=True", "--max_new_tokens=8", "--block_size=4",
+                "--stop_at_eos=False", f"--output={out}", "--dtype=float32")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())
+    model, _, d = sample.load(str(cc), dtype="float32", device="cpu")
+    ar = sample.generate(model, [row["prompt_ids"]], **{**d, "block_size": 1}, max_new_tokens=8, steps=8,
+                         stop_at_eos=False)
+    assert row["completion_ids"] == ar.sequences[0]  # block 1 reads every token from a causal row: the AR answer
+    r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--verify=True")
+    assert r.returncode == 1 and "verify=True is greedy BD3LM" in r.stderr, r.stderr
     r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--method=ar")
     assert r.returncode != 0 and "mdlm or bd3lm" in r.stderr
     r = run_cli(f"--model_name_or_path={tiny_dir}", "--prompt=hi", "--stepz=3")
