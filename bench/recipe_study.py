@@ -186,13 +186,16 @@ def draw(results, path):
     speed, budget = axes[0][0], axes[0][-1]
     for name, style in (("AR-SFT", "*"), ("reference", "s-"), ("recipe", "o-")):
         rs = [r for r in mine if r["recipe"] == name]
-        pts = sorted((r["tps"], r["exact"]) for r in rs if r["steps"] == steps)
+        pts = sorted((r["tps"], r["exact"]) for r in rs if r["steps"] == steps and "verify" not in r["decoding"])
         if pts:
             speed.plot(*zip(*pts), style, markersize=12 if name == "AR-SFT" else 6, label=name)
+        checked = [(r["tps"], r["exact"]) for r in rs if r["steps"] == steps and "verify" in r["decoding"]]
+        if checked:  # the causal rows checking the drafts: a separate decoder, not a point of the threshold curve
+            speed.plot(*zip(*checked), "D", markersize=8, label=f"{name}, verify=True (block 4, 8)")
         one = sorted((r["steps"], r["exact"]) for r in rs if r["decoding"].endswith(("KV cache", "one token per step")))
         if curve and one:
             budget.plot(*zip(*one), style.replace("*", "*-"), label=name)
-    speed.set(xlabel="answer tokens / s, batch 1 (one token per step, thresholds 0.9 / 0.7 / 0.5, verify)",
+    speed.set(xlabel="answer tokens / s, batch 1 (lines: one token per step, thresholds 0.9 / 0.7 / 0.5)",
               ylabel="exact match", title=f"{data}, SmolLM2-135M, {steps} SFT steps x 8")
     if curve:
         budget.set(xscale="log", xlabel="SFT steps of 8 chats", ylabel="exact match (one token per step; AR greedy)",
